@@ -1,0 +1,5 @@
+import sys
+
+from dermgen.cli import main
+
+sys.exit(main())

@@ -1,0 +1,188 @@
+"""Subcommands other than `generate`: filter, inspect, verify, report, preprocess."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter, defaultdict
+
+from dermgen.errors import VerifyError
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from dermgen.shards import RUN_JSON, read_rows
+    from dermgen.store import open_store
+    from dermgen.verify import _plan_from_run_json
+
+    store = open_store(args.uri)
+    try:
+        run = json.loads(store.get(RUN_JSON))
+    except KeyError:
+        print(f"error: {args.uri} holds no run.json", file=sys.stderr)
+        return 3
+    table = read_rows(store, ["shard_id", "entry_id", "label", "status", "kept"])
+    rows = table.to_pylist()
+    per_entry: dict[str, Counter] = defaultdict(Counter)
+    per_label: dict[str, Counter] = defaultdict(Counter)
+    for r in rows:
+        for c in (per_entry[r["entry_id"]], per_label[r["label"]]):
+            c["rows"] += 1
+            c["kept"] += bool(r["kept"])
+            c["failed"] += r["status"] != "ok"
+    plan = _plan_from_run_json(run)
+    committed = {r["shard_id"] for r in rows}
+    base = {s.shard_id for s in plan.shards}
+    out = {
+        "uri": store.uri,
+        "run_id": run.get("run_id"),
+        "rows": len(rows),
+        "kept": sum(c["kept"] for c in per_label.values()),
+        "shards_committed": len(committed),
+        "shards_planned": len(base),
+        "shards_missing": sorted(base - committed),
+        "labels": {
+            k: dict(v, target=plan.targets_by_label().get(k, 0)) for k, v in sorted(per_label.items())
+        },
+        "entries": {
+            k: dict(per_entry.get(k, Counter()), target=plan.targets.get(k, 0)) for k in plan.targets
+        },
+    }
+    if args.json:
+        print(json.dumps(out, indent=2, sort_keys=True))
+        return 0
+    print(f"run {out['run_id']} at {out['uri']}")
+    print(
+        f"rows {out['rows']}, kept {out['kept']}, shards committed {out['shards_committed']}"
+        f"/{out['shards_planned']} planned (+ top-ups), missing {len(out['shards_missing'])}"
+    )
+    print(f"{'':40s} {'target':>8s} {'rows':>8s} {'kept':>8s} {'failed':>7s}")
+    for title, table_ in (("label", out["labels"]), ("entry", out["entries"])):
+        for k, v in table_.items():
+            print(
+                f"{title + ' ' + k:40s} {v.get('target', 0):>8d} {v.get('rows', 0):>8d} {v.get('kept', 0):>8d} "
+                f"{v.get('failed', 0):>7d}"
+            )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from dermgen.store import open_store
+    from dermgen.verify import verify_run
+
+    report = verify_run(open_store(args.uri), check_images=not args.skip_images)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(
+            f"verify {report.uri}: {report.shards} shards, {report.rows} rows, {report.images_checked} PNGs checked, "
+            f"{len(report.missing_shards)} planned shards not yet committed"
+        )
+        for p in report.problems:
+            print(f"PROBLEM {p}")
+        print("OK" if report.ok else f"{len(report.problems)} problem(s)")
+    if not report.ok:
+        raise VerifyError(f"{len(report.problems)} problem(s) in {report.uri}")
+    return 0
+
+
+def cmd_filter(args: argparse.Namespace) -> int:
+    from dermgen.filters.standalone import filter_source
+
+    summary = filter_source(
+        args.input,
+        args.output,
+        reference_dir=args.reference,
+        overrides=dict(args.filter_override),
+        workers=args.workers,
+    )
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dermgen.report import build_report
+
+    path = build_report(args.uri, args.output)
+    print(path)
+    return 0
+
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from dermgen.preprocess import preprocess_source
+
+    summary = preprocess_source(
+        args.input,
+        args.output,
+        resolution=args.resolution,
+        remove_hair=not args.keep_hair,
+        workers=args.workers,
+    )
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+def register(sub) -> None:
+    from dermgen.cli import _filter_override
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser(
+        "filter",
+        help="score images and write keep/drop decisions with reasons",
+        formatter_class=fmt,
+        epilog="examples:\n  dermgen filter ./Derm-T2IM-Dataset --output scores.parquet\n"
+        "  dermgen filter s3://bucket/derm-6k --output rescored.parquet --reference ./isic\n"
+        "exit status 0 whatever was kept.",
+    )
+    p.add_argument("input", help="folder of images (recursive) or a generation run (folder or s3://)")
+    p.add_argument("--output", required=True, help="Parquet file to write")
+    p.add_argument("--reference", default=None, help="folder of fine-tuning images (memorisation check)")
+    p.add_argument(
+        "--filter-override", action="append", type=_filter_override, default=[], metavar="NAME=VALUE"
+    )
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.set_defaults(func=cmd_filter)
+
+    p = sub.add_parser(
+        "inspect",
+        help="summary of a run: rows, kept per label and entry, shards",
+        formatter_class=fmt,
+        epilog="example:\n  dermgen inspect outputs/derm-6k",
+    )
+    p.add_argument("uri")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser(
+        "verify",
+        help="check a run's integrity; exit 5 on any problem",
+        formatter_class=fmt,
+        epilog="examples:\n  dermgen verify outputs/derm-6k\n  dermgen verify s3://bucket/derm-6k --json",
+    )
+    p.add_argument("uri")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--skip-images", action="store_true", help="do not read the PNG objects (faster on S3)")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "report",
+        help="write a self-contained HTML report of a run",
+        formatter_class=fmt,
+        epilog="example:\n  dermgen report outputs/derm-6k --output report/",
+    )
+    p.add_argument("uri")
+    p.add_argument("--output", default=None, help="folder for index.html (default: <uri>/report when local)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "preprocess",
+        help="resize/crop and remove hair (DullRazor) for fine-tuning",
+        formatter_class=fmt,
+        epilog="example:\n  dermgen preprocess isic/ isic-512/ --resolution 512",
+    )
+    p.add_argument("input", help="folder laid out <root>/<label>/* or a generation run")
+    p.add_argument("output")
+    p.add_argument("--resolution", type=int, default=512)
+    p.add_argument("--keep-hair", action="store_true", help="skip hair removal")
+    p.add_argument("--workers", type=int, default=None)
+    p.set_defaults(func=cmd_preprocess)

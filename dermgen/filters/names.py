@@ -1,0 +1,20 @@
+"""Names of the filter scores; the Parquet schema has one float column per name under ``scores``.
+
+Kept free of heavy imports so the schema module can use it.
+"""
+
+SCORE_NAMES: tuple[str, ...] = (
+    "ink",  # fraction of saturated purple/blue marker-stroke pixels
+    "blur",  # 1 - normalised sharpness; high = blurry
+    "contrast",  # global luminance contrast (std); low = washed out
+    "tint",  # colour-cast strength; high = extreme tint
+    "clipped",  # fraction of pixels in clipped shadows or highlights
+    "hair",  # hair density from black-hat morphology
+    "ruler",  # ruler / scale-bar dominance
+    "lesion_area",  # segmented lesion area as a fraction of the frame
+    "lesion_offcentre",  # distance of the lesion centroid from the centre, 0..1
+    "off_domain",  # 1 = not a dermoscopic skin image
+    "duplicate",  # 1 - min perceptual-hash distance to earlier images of the run, 0..1
+    "memorisation",  # similarity to the closest reference (fine-tuning) image, 0..1
+    "clip",  # optional CLIP image-text similarity
+)

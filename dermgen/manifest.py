@@ -1,0 +1,213 @@
+"""Prompt manifests: YAML files of entries (label, prompt, count, samplers, steps, CFG, size, LoRAs, tags).
+
+Validated by pydantic at the edge; every error names the field, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dermgen.errors import ConfigError
+from dermgen.samplers import SAMPLER_NAMES
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+MIN_SIZE, MAX_SIZE = 64, 2048
+MAX_STEPS = 150
+
+
+class LoraRef(BaseModel):
+    """A LoRA adapter applied to one entry, at merge scale beta (W = W0 + beta*dW)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(min_length=1)
+    scale: float = Field(1.0, ge=0.0, le=2.0)
+
+
+class StepsRange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min: int = Field(ge=1, le=MAX_STEPS)
+    max: int = Field(ge=1, le=MAX_STEPS)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StepsRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class Entry(BaseModel):
+    """One prompt and how many KEPT images of it the run must deliver."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    label: Literal["benign", "malignant"]
+    prompt: str = Field(min_length=1)
+    negative_prompt: str = ""
+    count: int = Field(gt=0, le=10_000_000)
+    samplers: list[str] = Field(default_factory=lambda: ["Euler a"], min_length=1)
+    steps: int | StepsRange = 20
+    cfg_scale: float = Field(7.0, ge=1.0, le=30.0)
+    size: int | tuple[int, int] = 512
+    seed_base: int | None = Field(None, ge=0, lt=2**62)
+    loras: list[LoraRef] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    filter: dict[str, float | None] = Field(default_factory=dict)
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, v: str) -> str:
+        if not ID_PATTERN.match(v) or ".." in v:
+            raise ValueError(
+                "must be 1-128 characters of letters, digits, '_', '-', '.', start with a letter or digit, "
+                "and contain no '..' or '/' (ids become object keys under the output prefix)"
+            )
+        return v
+
+    @field_validator("samplers", mode="before")
+    @classmethod
+    def _one_sampler(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("samplers")
+    @classmethod
+    def _known_samplers(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in SAMPLER_NAMES:
+                raise ValueError(f"unknown sampler {name!r}, expected one of {', '.join(SAMPLER_NAMES)}")
+        return v
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _steps_forms(cls, v: Any) -> Any:
+        if isinstance(v, str) and re.fullmatch(r"\s*\d+\s*-\s*\d+\s*", v):
+            lo, hi = (int(x) for x in v.split("-"))
+            return {"min": lo, "max": hi}
+        if isinstance(v, (list, tuple)) and len(v) == 2:
+            return {"min": v[0], "max": v[1]}
+        return v
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_range(cls, v: int | StepsRange) -> int | StepsRange:
+        if isinstance(v, int) and not 1 <= v <= MAX_STEPS:
+            raise ValueError(f"must be between 1 and {MAX_STEPS}")
+        return v
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size_forms(cls, v: Any) -> Any:
+        if isinstance(v, str) and re.fullmatch(r"\d+x\d+", v):
+            w, h = v.split("x")
+            return (int(w), int(h))
+        if isinstance(v, list):
+            return tuple(v)
+        return v
+
+    @field_validator("size")
+    @classmethod
+    def _size_ok(cls, v: int | tuple[int, int]) -> int | tuple[int, int]:
+        for side in (v,) if isinstance(v, int) else v:
+            if not MIN_SIZE <= side <= MAX_SIZE or side % 8:
+                raise ValueError(f"sides must be multiples of 8 between {MIN_SIZE} and {MAX_SIZE}")
+        return v
+
+    @property
+    def width_height(self) -> tuple[int, int]:
+        return (self.size, self.size) if isinstance(self.size, int) else self.size
+
+    @property
+    def steps_bounds(self) -> tuple[int, int]:
+        return (self.steps, self.steps) if isinstance(self.steps, int) else (self.steps.min, self.steps.max)
+
+
+class Manifest(BaseModel):
+    """A named list of entries; `defaults` are merged into every entry before validation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    model: str | None = None
+    entries: list[Entry] = Field(min_length=1)
+
+    @field_validator("entries")
+    @classmethod
+    def _unique_ids(cls, v: list[Entry]) -> list[Entry]:
+        seen: set[str] = set()
+        for e in v:
+            if e.id in seen:
+                raise ValueError(f"duplicate entry id {e.id!r}; ids must be unique")
+            seen.add(e.id)
+        return v
+
+    @property
+    def total(self) -> int:
+        return sum(e.count for e in self.entries)
+
+    def counts_by_label(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for e in self.entries:
+            out[e.label] = out.get(e.label, 0) + e.count
+        return out
+
+
+def _format_validation(source: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = ""
+        for part in err["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{source}: {loc or '<root>'}: {msg} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_manifest(data: Any, source: str = "<manifest>") -> Manifest:
+    """Validate a parsed YAML document into a Manifest (merging `defaults` into entries)."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping with 'name' and 'entries', got {type(data).__name__}"
+        )
+    data = dict(data)
+    defaults = data.pop("defaults", None) or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{source}: defaults: expected a mapping, got {defaults!r}")
+    entries = data.get("entries")
+    if isinstance(entries, list) and defaults:
+        data["entries"] = [{**defaults, **e} if isinstance(e, dict) else e for e in entries]
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(source, exc)) from None
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read and validate a YAML manifest file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--manifest: {str(path)!r} does not exist or is not a file")
+    text = p.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{p.name}: malformed YAML{where}: {problem}") from None
+    return parse_manifest(data, source=p.name)
+
+
+def manifest_hash(manifest: Manifest) -> str:
+    """sha256 of the validated manifest's canonical JSON (formatting and comments do not matter)."""
+    return hashlib.sha256(manifest.model_dump_json().encode()).hexdigest()

@@ -1,0 +1,436 @@
+"""Model loading and rendering: presets, single-file and diffusers checkpoints, LoRA adapters, samplers.
+
+`Renderer` is the generate stage: it holds one diffusers pipeline on one device and turns a homogeneous
+batch of samples (same sampler, steps, CFG and size) into uint8 images. It knows nothing about Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dermgen.errors import ConfigError
+from dermgen.hashing import sha256_file, sha256_state_dict, sha256_tree, short_hash
+from dermgen.samplers import make_scheduler, scheduler_description
+
+log = logging.getLogger(__name__)
+
+DERM_T2IM_REPO = "MAli-Farooq/Derm-T2IM"
+DERM_T2IM_FILE = "Derm-T2IM.safetensors"
+DERM_T2IM_ENV = "DERMGEN_DERM_T2IM"  # local path or s3:// URI of Derm-T2IM.safetensors
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """A LoRA adapter and its merge scale beta: W = W0 + beta * dW."""
+
+    path: str
+    scale: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> LoraSpec:
+        """Parse ``PATH[:SCALE]`` (the scale is the part after the last colon when it is a number)."""
+        path, scale = text, 1.0
+        head, sep, tail = text.rpartition(":")
+        if sep and head and not tail.startswith("//"):
+            try:
+                scale = float(tail)
+                path = head
+            except ValueError:
+                pass
+        if not path:
+            raise ConfigError(f"--lora: got {text!r}, expected PATH[:SCALE]")
+        if not 0.0 <= scale <= 2.0:
+            raise ConfigError(f"--lora: scale {scale} in {text!r} is out of range, expected 0 <= scale <= 2")
+        return cls(path=path, scale=scale)
+
+    @property
+    def name(self) -> str:
+        stem = Path(self.path.rstrip("/")).stem or "lora"
+        return "".join(c if c.isalnum() else "_" for c in stem)
+
+
+@dataclass
+class ModelIdentity:
+    """Who made the pixels: recorded in run.json and in every row."""
+
+    model_id: str
+    kind: str  # tiny | single_file | diffusers
+    sha256: str
+    short_hash: str
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ResolvedModel:
+    model_id: str
+    kind: str
+    path: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_model(model: str, *, allow_pickle: bool = False, fetch: bool = True) -> ResolvedModel:
+    """Map a model argument (preset, local path, s3:// URI) to something loadable; fail early and clearly.
+
+    With ``fetch=False`` nothing is downloaded (used for validation before any GPU work).
+    """
+    if model == "tiny":
+        return ResolvedModel("tiny", "tiny")
+    if model == "derm-t2im":
+        return _resolve_derm_t2im(allow_pickle=allow_pickle, fetch=fetch)
+    if model.startswith("s3://"):
+        if not fetch:
+            _check_suffix(model, "--model", allow_pickle)
+            return ResolvedModel(model, "single_file", None)
+        from dermgen.store import download_to_cache
+
+        local = download_to_cache(model)
+        resolved = resolve_model(str(local), allow_pickle=allow_pickle, fetch=fetch)
+        resolved.model_id = model
+        return resolved
+    p = Path(model).expanduser()
+    if p.is_dir():
+        if not (p / "model_index.json").exists():
+            raise ConfigError(
+                f"--model: folder {model!r} has no model_index.json; expected a diffusers pipeline folder, "
+                "a .safetensors checkpoint, an s3:// URI or one of the presets 'derm-t2im', 'tiny'"
+            )
+        return ResolvedModel(model, "diffusers", str(p))
+    if p.is_file():
+        _check_suffix(str(p), "--model", allow_pickle)
+        return ResolvedModel(model, "single_file", str(p))
+    raise ConfigError(
+        f"--model: {model!r} does not exist; expected a preset ('derm-t2im', 'tiny'), a local "
+        "diffusers folder or .safetensors file, or an s3:// URI"
+    )
+
+
+def _check_suffix(path: str, arg: str, allow_pickle: bool) -> None:
+    lower = path.lower()
+    if lower.endswith(PICKLE_SUFFIXES):
+        if not allow_pickle:
+            raise ConfigError(
+                f"{arg}: {path!r} is a pickled checkpoint, which can run arbitrary code when loaded; "
+                "expected a .safetensors file (pass --allow-pickle to load it anyway)"
+            )
+    elif not lower.endswith(".safetensors"):
+        raise ConfigError(f"{arg}: {path!r} is not a .safetensors file (expected .safetensors)")
+
+
+def _resolve_derm_t2im(*, allow_pickle: bool, fetch: bool) -> ResolvedModel:
+    env = os.environ.get(DERM_T2IM_ENV)
+    if env:
+        r = resolve_model(env, allow_pickle=allow_pickle, fetch=fetch)
+        r.model_id = "derm-t2im"
+        r.extras["source"] = env
+        return r
+    cached = _cache_root() / "derm-t2im" / DERM_T2IM_FILE
+    if cached.exists():
+        return ResolvedModel("derm-t2im", "single_file", str(cached), {"source": str(cached)})
+    if not fetch:
+        return ResolvedModel("derm-t2im", "single_file", None, {"source": f"hf://{DERM_T2IM_REPO}"})
+    try:
+        from huggingface_hub import hf_hub_download
+
+        local = hf_hub_download(DERM_T2IM_REPO, DERM_T2IM_FILE)
+    except Exception as exc:  # no network, no hub, gated...
+        raise ConfigError(
+            f"--model derm-t2im: could not fetch {DERM_T2IM_FILE} from the hub ({type(exc).__name__}); "
+            f"download it once and set {DERM_T2IM_ENV}=/path/to/{DERM_T2IM_FILE} (or an s3:// URI), "
+            "or pass --model PATH"
+        ) from None
+    return ResolvedModel("derm-t2im", "single_file", local, {"source": f"hf://{DERM_T2IM_REPO}"})
+
+
+def _cache_root() -> Path:
+    base = os.environ.get("DERMGEN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dermgen")
+    return Path(base)
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _dtype(name: str | None, device: str):
+    import torch
+
+    if name in (None, "auto"):
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    table = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    if name not in table:
+        raise ConfigError(f"--dtype: got {name!r}, expected one of auto, fp16, bf16, fp32")
+    return table[name]
+
+
+def quiet_hf_logging() -> None:
+    """Silence import-time and dtype-cast chatter from transformers/diffusers (errors still show)."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    try:
+        import diffusers
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        diffusers.utils.logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def load_pipeline(resolved: ResolvedModel, *, device: str, dtype: str | None = None):
+    """Load the diffusers pipeline (no safety checker) and return it with its identity."""
+    quiet_hf_logging()
+    from diffusers import StableDiffusionPipeline
+
+    torch_dtype = _dtype(dtype, device)
+    if resolved.kind == "tiny":
+        from dermgen.tiny import build_tiny_pipeline
+
+        pipe = build_tiny_pipeline()
+        sha = sha256_state_dict({"unet": pipe.unet, "vae": pipe.vae, "text_encoder": pipe.text_encoder})
+        identity = ModelIdentity("tiny", "tiny", sha, short_hash(sha), "generated")
+    elif resolved.kind == "diffusers":
+        pipe = StableDiffusionPipeline.from_pretrained(
+            resolved.path,
+            torch_dtype=torch_dtype,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+            local_files_only=True,
+        )
+        sha = sha256_tree(resolved.path)
+        identity = ModelIdentity(resolved.model_id, "diffusers", sha, short_hash(sha), resolved.path)
+    elif resolved.kind == "single_file":
+        pipe = _load_single_file(resolved.path, torch_dtype)
+        sha = sha256_file(resolved.path)
+        source = resolved.extras.get("source", resolved.path)
+        identity = ModelIdentity(resolved.model_id, "single_file", sha, short_hash(sha), str(source))
+    else:  # pragma: no cover - resolve_model only returns the kinds above
+        raise ConfigError(f"unknown model kind {resolved.kind!r}")
+    pipe = pipe.to(device=device, dtype=torch_dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, identity
+
+
+def _load_single_file(path: str, torch_dtype):
+    """Load an SD 1.x single-file (LDM layout) checkpoint offline with the configs shipped in the package."""
+    from diffusers import StableDiffusionPipeline
+
+    sd15 = CONFIG_DIR / "sd15"
+    original = Path(path).with_suffix(".yaml")
+    kwargs: dict[str, Any] = {}
+    if original.exists():
+        kwargs["original_config"] = str(original)
+    else:
+        kwargs["original_config"] = str(CONFIG_DIR / "v1-inference.yaml")
+    try:
+        return StableDiffusionPipeline.from_single_file(
+            path,
+            config=str(sd15),
+            local_files_only=True,
+            torch_dtype=torch_dtype,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+            **kwargs,
+        )
+    except Exception as exc:
+        raise ConfigError(
+            f"--model: {path!r} could not be loaded as a Stable Diffusion 1.x single-file checkpoint: {exc}"
+        ) from exc
+
+
+class Renderer:
+    """One pipeline on one device: renders batches of samples that share sampler, steps, CFG and size.
+
+    Every image gets its own seeded generator, so the same seed and batch size give the same pixels.
+    Batches are padded to `batch_size` so shapes never change (no recompiles, same numerics per image).
+    """
+
+    def __init__(
+        self,
+        model: str = "tiny",
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        batch_size: int = 8,
+        allow_pickle: bool = False,
+        fuse_lora: bool = True,
+        channels_last: bool | None = None,
+        compile: bool = False,
+    ) -> None:
+        self.device = device or default_device()
+        resolved = resolve_model(model, allow_pickle=allow_pickle)
+        self.pipe, self.identity = load_pipeline(resolved, device=self.device, dtype=dtype)
+        self.batch_size = batch_size
+        self.fuse_lora = fuse_lora
+        self.allow_pickle = allow_pickle
+        self._base_scheduler_config = dict(self.pipe.scheduler.config)
+        self._schedulers: dict[str, Any] = {}
+        self._loaded_loras: dict[str, dict[str, Any]] = {}  # adapter name -> provenance
+        self._active: tuple[tuple[str, float], ...] = ()
+        self._fused = False
+        on_gpu = self.device.startswith("cuda")
+        if channels_last if channels_last is not None else on_gpu:
+            import torch
+
+            self.pipe.unet.to(memory_format=torch.channels_last)
+            self.pipe.vae.to(memory_format=torch.channels_last)
+        if compile:
+            import torch
+
+            self.pipe.unet = torch.compile(self.pipe.unet, mode="max-autotune-no-cudagraphs", fullgraph=True)
+
+    @property
+    def device_name(self) -> str:
+        import torch
+
+        if self.device.startswith("cuda") and torch.cuda.is_available():
+            return torch.cuda.get_device_name(torch.device(self.device))
+        return self.device
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.pipe.unet.dtype).replace("torch.", "")
+
+    def scheduler_info(self, sampler: str) -> dict[str, Any]:
+        return scheduler_description(self._scheduler(sampler))
+
+    def _scheduler(self, sampler: str):
+        if sampler not in self._schedulers:
+            self._schedulers[sampler] = make_scheduler(sampler, self._base_scheduler_config)
+        return self._schedulers[sampler]
+
+    # -- LoRA ---------------------------------------------------------------------------------------
+    def set_loras(self, loras: Sequence[LoraSpec]) -> list[dict[str, Any]]:
+        """Activate exactly these adapters at their scales; returns their provenance (name, path, scale, sha256)."""
+        wanted = tuple((self._ensure_lora(spec), float(spec.scale)) for spec in loras)
+        if wanted != self._active:
+            if self._fused:
+                self.pipe.unfuse_lora()
+                self._fused = False
+            if wanted:
+                names = [n for n, _ in wanted]
+                self.pipe.enable_lora()
+                self.pipe.set_adapters(names, adapter_weights=[s for _, s in wanted])
+                if self.fuse_lora:
+                    self.pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
+                    self._fused = True
+            elif self._loaded_loras:
+                self.pipe.disable_lora()
+            self._active = wanted
+        return [dict(self._loaded_loras[n], scale=s) for n, s in wanted]
+
+    def _ensure_lora(self, spec: LoraSpec) -> str:
+        local = spec.path
+        if local.startswith("s3://"):
+            from dermgen.store import download_to_cache
+
+            local = str(download_to_cache(local))
+        sha = sha256_file(local)
+        name = f"{spec.name}_{sha[:8]}"
+        if name not in self._loaded_loras:
+            check_lora_file(local, allow_pickle=self.allow_pickle)
+            try:
+                self.pipe.load_lora_weights(local, adapter_name=name)
+            except Exception as exc:
+                raise ConfigError(
+                    f"--lora: {spec.path!r} is incompatible with the base model {self.identity.model_id!r}: {exc}"
+                ) from exc
+            self._loaded_loras[name] = {"name": name, "path": spec.path, "sha256": sha}
+        return name
+
+    # -- rendering ------------------------------------------------------------------------------------
+    def render(
+        self,
+        prompts: Sequence[str],
+        negative_prompts: Sequence[str],
+        seeds: Sequence[int],
+        *,
+        sampler: str,
+        steps: int,
+        cfg_scale: float,
+        width: int,
+        height: int,
+    ) -> np.ndarray:
+        """Render one homogeneous batch; returns uint8 images shaped [n, height, width, 3]."""
+        import torch
+
+        n = len(prompts)
+        if not (n == len(negative_prompts) == len(seeds)) or n == 0:
+            raise ValueError("prompts, negative_prompts and seeds must be non-empty and of equal length")
+        if n > self.batch_size:
+            raise ValueError(f"batch of {n} is larger than batch_size={self.batch_size}")
+        pad = self.batch_size - n
+        prompts = list(prompts) + [prompts[-1]] * pad
+        negative_prompts = list(negative_prompts) + [negative_prompts[-1]] * pad
+        seeds = list(seeds) + [seeds[-1]] * pad
+        generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+        self.pipe.scheduler = self._scheduler(sampler)
+        with torch.inference_mode():
+            out = self.pipe(
+                prompt=prompts,
+                negative_prompt=negative_prompts if any(negative_prompts) else None,
+                num_inference_steps=int(steps),
+                guidance_scale=float(cfg_scale),
+                width=int(width),
+                height=int(height),
+                generator=generators,
+                output_type="pt",
+            ).images
+            images = (out[:n].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+            return images.contiguous().cpu().numpy()
+
+
+def check_lora_file(path: str, *, allow_pickle: bool = False) -> None:
+    """Refuse missing or pickled adapter files before loading them."""
+    if path.startswith("s3://"):
+        return
+    p = Path(path)
+    if p.is_dir():
+        if not any(p.glob("*.safetensors")):
+            raise ConfigError(f"--lora: folder {path!r} holds no .safetensors adapter")
+        return
+    if not p.exists():
+        raise ConfigError(f"--lora: {path!r} does not exist; expected a .safetensors LoRA file")
+    _check_suffix(path, "--lora", allow_pickle)
+
+
+def model_fingerprint(model: str, *, allow_pickle: bool = False) -> str:
+    """A cheap identity of the model argument for binding a run to its plan, computed before GPU work.
+
+    Local files and folders are hashed (cached); s3:// objects use their ETag and size; the tiny preset
+    is fixed by its seeded configs. Raises ConfigError for missing or refused models.
+    """
+    if model == "tiny":
+        from dermgen.tiny import TINY_SEED
+
+        return f"tiny:seed={TINY_SEED}"
+    resolved = resolve_model(model, allow_pickle=allow_pickle, fetch=False)
+    if model.startswith("s3://"):
+        from dermgen.store import S3Store
+
+        bucket_uri, _, name = model.rpartition("/")
+        store = S3Store(bucket_uri)
+        try:
+            head = store.client.head_object(Bucket=store.bucket, Key=store._key(name))
+        except Exception:
+            raise ConfigError(f"--model: {model!r} does not exist or cannot be read") from None
+        return f"s3:etag={head.get('ETag', '').strip(chr(34))}:size={head.get('ContentLength')}"
+    if resolved.path is None:
+        return str(resolved.extras.get("source", model))
+    if resolved.kind == "diffusers":
+        return "sha256:" + sha256_tree(resolved.path)
+    return "sha256:" + sha256_file(resolved.path)

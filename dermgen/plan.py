@@ -1,0 +1,204 @@
+"""Planning: expand a manifest into Samples grouped into Shards. Pure and deterministic (no Ray, no torch).
+
+Sample ids are ``<entry>-<index>``; a shard is a contiguous index range of one entry, so its id,
+its samples and their seeds follow from the manifest, the run seed and the shard size alone.
+Sampler and step count are drawn per block of consecutive samples, so batches stay homogeneous.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from dermgen.manifest import Entry, Manifest
+
+DEFAULT_SHARD_SIZE = 64
+DEFAULT_BLOCK = 8
+DEFAULT_CAP_FACTOR = 3.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    sample_id: str
+    entry_id: str
+    index: int
+    label: str
+    prompt: str
+    negative_prompt: str
+    seed: int
+    sampler: str
+    steps: int
+    cfg_scale: float
+    width: int
+    height: int
+    loras: tuple[tuple[str, float], ...] = ()
+    tags: tuple[str, ...] = ()
+
+    @property
+    def batch_key(self) -> tuple:
+        """Samples with equal keys can share one diffusion batch."""
+        return (self.sampler, self.steps, self.cfg_scale, self.width, self.height, self.loras)
+
+
+@dataclass(frozen=True)
+class Shard:
+    shard_id: str
+    entry_id: str
+    label: str
+    start: int
+    end: int  # exclusive
+    samples: tuple[Sample, ...] = field(repr=False)
+    topup: bool = False
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
+class Plan:
+    """Per-entry targets of kept images and the base shards that cover them."""
+
+    manifest: Manifest
+    run_seed: int
+    shard_size: int
+    block: int
+    size: int | None
+    targets: dict[str, int]
+    shards: list[Shard]
+    cap_factor: float = DEFAULT_CAP_FACTOR
+
+    @property
+    def total_target(self) -> int:
+        return sum(self.targets.values())
+
+    def entry(self, entry_id: str) -> Entry:
+        for e in self.manifest.entries:
+            if e.id == entry_id:
+                return e
+        raise KeyError(entry_id)
+
+    def targets_by_label(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for e in self.manifest.entries:
+            if self.targets.get(e.id):
+                out[e.label] = out.get(e.label, 0) + self.targets[e.id]
+        return out
+
+    def cap(self, entry_id: str) -> int:
+        """Most samples an entry may use to reach its kept target."""
+        return max(self.targets[entry_id], int(self.targets[entry_id] * self.cap_factor))
+
+    def topup_shard(self, entry_id: str, start: int) -> Shard | None:
+        """The next extra shard for an entry starting at `start`, or None once the cap is reached."""
+        target, cap = self.targets[entry_id], self.cap(entry_id)
+        if start >= cap:
+            return None
+        chunk = min(self.shard_size, max(self.block, -(-target // 2)))
+        return make_shard(
+            self.entry(entry_id),
+            start,
+            min(start + chunk, cap),
+            self.run_seed,
+            self.block,
+            self.size,
+            topup=True,
+        )
+
+
+def entry_seed_base(entry: Entry, run_seed: int) -> int:
+    """Explicit `seed_base` wins (reproduces given seeds); else a stable hash of run seed and entry id."""
+    if entry.seed_base is not None:
+        return entry.seed_base
+    digest = hashlib.sha256(f"{run_seed}:{entry.id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def make_sample(entry: Entry, index: int, run_seed: int, block: int, size: int | None) -> Sample:
+    rng = random.Random(f"{run_seed}:{entry.id}:{index // block}")
+    sampler = entry.samplers[rng.randrange(len(entry.samplers))]
+    lo, hi = entry.steps_bounds
+    steps = rng.randint(lo, hi)
+    w, h = (size, size) if size else entry.width_height
+    return Sample(
+        sample_id=f"{entry.id}-{index:07d}",
+        entry_id=entry.id,
+        index=index,
+        label=entry.label,
+        prompt=entry.prompt,
+        negative_prompt=entry.negative_prompt,
+        seed=entry_seed_base(entry, run_seed) + index,
+        sampler=sampler,
+        steps=steps,
+        cfg_scale=float(entry.cfg_scale),
+        width=w,
+        height=h,
+        loras=tuple((lr.path, float(lr.scale)) for lr in entry.loras),
+        tags=tuple(entry.tags),
+    )
+
+
+def make_shard(
+    entry: Entry, start: int, end: int, run_seed: int, block: int, size: int | None, topup: bool = False
+) -> Shard:
+    samples = tuple(make_sample(entry, i, run_seed, block, size) for i in range(start, end))
+    return Shard(f"{entry.id}-{start:07d}-{end:07d}", entry.id, entry.label, start, end, samples, topup)
+
+
+def limit_counts(manifest: Manifest, limit: int | None) -> dict[str, int]:
+    """Targets per entry; with `limit`, N images split in proportion to counts (largest remainder)."""
+    counts = {e.id: e.count for e in manifest.entries}
+    if limit is None or limit >= manifest.total:
+        return counts
+    if limit <= 0:
+        raise ValueError(f"limit must be positive, got {limit}")
+    total = manifest.total
+    exact = {k: limit * c / total for k, c in counts.items()}
+    out = {k: int(v) for k, v in exact.items()}
+    if limit >= len(counts):  # every entry gets at least one image
+        for k in out:
+            out[k] = max(out[k], 1)
+    while sum(out.values()) > limit:
+        k = max((k for k in out if out[k] > 1), key=lambda k: (out[k] - exact[k], k))
+        out[k] -= 1
+    order = sorted(counts, key=lambda k: (-(exact[k] - int(exact[k])), k))
+    i = 0
+    while sum(out.values()) < limit:
+        out[order[i % len(order)]] += 1
+        i += 1
+    return out
+
+
+def plan_run(
+    manifest: Manifest,
+    *,
+    run_seed: int = 0,
+    limit: int | None = None,
+    size: int | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    block: int = DEFAULT_BLOCK,
+    cap_factor: float = DEFAULT_CAP_FACTOR,
+) -> Plan:
+    """Expand a manifest into shards covering each entry's target; same inputs, same plan."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    targets = limit_counts(manifest, limit)
+    shards: list[Shard] = []
+    for entry in manifest.entries:
+        n = targets[entry.id]
+        for start in range(0, n, shard_size):
+            shards.append(make_shard(entry, start, min(start + shard_size, n), run_seed, block, size))
+    return Plan(manifest, run_seed, shard_size, block, size, targets, shards, cap_factor)
+
+
+def batches(shard: Shard, batch_size: int) -> Iterator[list[Sample]]:
+    """Split a shard into homogeneous batches of at most `batch_size`, in sample order within groups."""
+    groups: dict[tuple, list[Sample]] = {}
+    for s in shard.samples:
+        groups.setdefault(s.batch_key, []).append(s)
+    for group in groups.values():
+        for i in range(0, len(group), batch_size):
+            yield group[i : i + batch_size]

@@ -1,0 +1,269 @@
+"""Compose the stages on Ray: a pool of generator actors fed shard by shard, supervised with `ray.wait`.
+
+The only module that imports Ray. The driver holds no image bytes: actors write PNGs and Parquet to the
+store themselves and return small summaries. A shard whose actor dies is resubmitted; dead actors are
+replaced; committed shards are skipped on re-runs (see `dermgen.run`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from typing import Any
+
+from dermgen.errors import DermgenError
+from dermgen.progress import Progress
+from dermgen.run import PreparedRun, finalize_run, prepare_run
+from dermgen.worker import ShardWorker, WorkerOptions
+
+log = logging.getLogger(__name__)
+
+QUEUE_DEPTH = 2  # shards queued per actor, so it starts the next one without a round trip
+ACTOR_START_TIMEOUT_S = float(os.environ.get("DERMGEN_ACTOR_START_TIMEOUT", "600"))
+
+
+class RunFailed(DermgenError):
+    exit_code = 6
+
+
+def _generator_actor_class():
+    import ray
+
+    @ray.remote(max_restarts=0, max_task_retries=0)
+    class GeneratorActor:
+        """Holds one ShardWorker (one pipeline on one device) for the actor's lifetime."""
+
+        def __init__(self, opts: WorkerOptions, store_uri: str, run_id: str, name: str, stagger_s: float):
+            if stagger_s > 0:  # spread start-up so a big pool does not hit the store/hub at once
+                time.sleep(stagger_s)
+            self.name = name
+            self.worker = ShardWorker(opts, store_uri, run_id, actor=name)
+
+        def info(self) -> dict[str, Any]:
+            out = self.worker.info()
+            out["node_id"] = ray.get_runtime_context().get_node_id()
+            out["pid"] = os.getpid()
+            return out
+
+        def run_shard(self, shard, entry_filter):
+            return self.worker.run_shard(shard, entry_filter)
+
+    return GeneratorActor
+
+
+def _last_error_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if "Error" in ln or "Exception" in ln:
+            return ln
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _init_ray(address: str | None) -> bool:
+    """Connect to (or start) Ray; returns True if this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(log_to_driver=True)
+    return True
+
+
+def _pool_shape(run: PreparedRun) -> tuple[int, dict[str, float]]:
+    import ray
+
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    want_gpu = gpus > 0 or (run.config.device or "").startswith("cuda")
+    if run.config.num_actors:
+        n = run.config.num_actors
+    elif gpus:
+        n = gpus
+    else:
+        n = max(1, int(resources.get("CPU", 1)) - 1)
+    return n, ({"num_gpus": 1, "num_cpus": 1} if want_gpu else {"num_cpus": 1})
+
+
+def run_generation(run: PreparedRun) -> dict[str, Any]:
+    """Run every pending shard on Ray actors, then finalize. Returns the run summary."""
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+
+    started_ray = _init_ray(run.config.ray_address)
+    try:
+        n_actors, resources = _pool_shape(run)
+        n_actors = min(n_actors, max(1, len(run.scheduler.pending)))
+        actor_cls = _generator_actor_class()
+        progress = Progress(run.plan.total_target, interval=run.config.progress_interval)
+        actors: dict[str, Any] = {}
+        state: dict[str, str] = {}  # name -> starting|ready|dead
+        pings: dict[Any, str] = {}
+        inflight: dict[Any, tuple[str, Any]] = {}  # ref -> (actor name, shard)
+        retries: dict[str, int] = {}
+        infos: dict[str, dict[str, Any]] = {}
+        created = 0
+        max_actors = 3 * n_actors + 2
+        stagger = float(os.environ.get("DERMGEN_ACTOR_STAGGER_S", "0.5"))
+
+        def spawn() -> None:
+            nonlocal created
+            name = f"gen-{created}"
+            created += 1
+            handle = actor_cls.options(name=None, **resources).remote(
+                run.worker_options,
+                run.store.uri,
+                run.run_id,
+                name,
+                random.uniform(0, stagger) if created > 1 else 0,
+            )
+            actors[name] = handle
+            state[name] = "starting"
+            pings[handle.info.remote()] = name
+
+        for _ in range(n_actors):
+            spawn()
+        last_progress_at = time.time()
+
+        def actor_lost(name: str, why: str) -> None:
+            if state.get(name) == "dead":
+                return
+            state[name] = "dead"
+            log.warning("actor %s lost (%s); resubmitting its shards", name, why)
+            for ref, (owner, shard) in list(inflight.items()):
+                if owner == name:
+                    inflight.pop(ref)
+                    run.scheduler.requeue(shard)
+            try:
+                ray.kill(actors[name])
+            except Exception:  # noqa: BLE001
+                pass
+            if created < max_actors and not run.scheduler.finished:
+                spawn()
+
+        while not run.scheduler.finished:
+            # feed ready actors up to QUEUE_DEPTH shards each
+            for name, st in state.items():
+                if st != "ready":
+                    continue
+                while sum(1 for owner, _ in inflight.values() if owner == name) < QUEUE_DEPTH:
+                    shard = run.scheduler.next_shard()
+                    if shard is None:
+                        break
+                    entry_filter = run.plan.entry(shard.entry_id).filter
+                    inflight[actors[name].run_shard.remote(shard, entry_filter)] = (name, shard)
+            waiting = list(inflight) + list(pings)
+            if not waiting:
+                if all(s == "dead" for s in state.values()):
+                    raise RunFailed("every generator actor died and the replacement budget is spent")
+                time.sleep(0.1)
+                continue
+            done, _ = ray.wait(waiting, num_returns=1, timeout=min(1.0, run.config.progress_interval))
+            for ref in done:
+                if ref in pings:
+                    name = pings.pop(ref)
+                    try:
+                        infos[name] = ray.get(ref)
+                        state[name] = "ready"
+                        last_progress_at = time.time()
+                        log.info(
+                            "actor %s ready on %s (%s)", name, infos[name]["device"], infos[name]["node"]
+                        )
+                    except RayActorError as exc:
+                        if "creation task" in str(exc):  # the constructor raised: same for every actor
+                            raise RunFailed(
+                                f"generator actor failed to start: {_last_error_line(exc)}"
+                            ) from None
+                        actor_lost(name, type(exc).__name__)
+                    except RayTaskError as exc:
+                        raise RunFailed(
+                            f"generator actor failed to start: {exc.cause if exc.cause else exc}"
+                        ) from None
+                    continue
+                name, shard = inflight.pop(ref)
+                try:
+                    summary = ray.get(ref)
+                except RayActorError as exc:
+                    run.scheduler.requeue(shard)
+                    actor_lost(name, type(exc).__name__)
+                    continue
+                except RayTaskError as exc:
+                    cause = exc.cause if exc.cause is not None else exc
+                    retries[shard.shard_id] = retries.get(shard.shard_id, 0) + 1
+                    if retries[shard.shard_id] > run.config.max_shard_retries:
+                        raise RunFailed(
+                            f"shard {shard.shard_id} failed {retries[shard.shard_id]} times: "
+                            f"{type(cause).__name__}: {cause}"
+                        ) from None
+                    log.warning(
+                        "shard %s failed (%s: %s); retrying", shard.shard_id, type(cause).__name__, cause
+                    )
+                    run.scheduler.requeue(shard)
+                    continue
+                run.scheduler.complete(shard, summary)
+                progress.update(summary)
+                last_progress_at = time.time()
+            if (
+                not any(s == "ready" for s in state.values())
+                and time.time() - last_progress_at > ACTOR_START_TIMEOUT_S
+            ):
+                raise RunFailed(
+                    f"no generator actor became ready within {ACTOR_START_TIMEOUT_S:.0f}s; "
+                    f"the cluster may lack the resources {resources}"
+                )
+            progress.tick(run.scheduler.remaining_samples, state)
+        progress.tick(0, state, force=True)
+        progress.close()
+        for handle in actors.values():
+            try:
+                ray.kill(handle)
+            except Exception:  # noqa: BLE001
+                pass
+        stats = progress.stats()
+        stats["actors"] = infos
+        stats["actors_created"] = created
+        return finalize_run(run, stats)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def run_in_process(run: PreparedRun) -> dict[str, Any]:
+    """The same run without Ray, on one in-process worker (debugging, small machines, benchmarks)."""
+    worker = ShardWorker(run.worker_options, run.store, run.run_id, actor="local")
+    progress = Progress(run.plan.total_target, interval=run.config.progress_interval)
+    try:
+        while (shard := run.scheduler.next_shard()) is not None:
+            summary = worker.run_shard(shard, run.plan.entry(shard.entry_id).filter)
+            run.scheduler.complete(shard, summary)
+            progress.update(summary)
+            progress.tick(run.scheduler.remaining_samples, {"local": "ready"})
+    finally:
+        worker.close()
+    progress.close()
+    stats = progress.stats()
+    stats["actors"] = {"local": worker.info()}
+    return finalize_run(run, stats)
+
+
+def generate(config, *, use_ray: bool = True) -> dict[str, Any]:
+    """Validate, plan, bind, run and summarise one generation job."""
+    run = prepare_run(config)
+    log.info(
+        "run %s -> %s: %d planned kept images (%s), %d shard(s) to render, %d already committed",
+        run.run_id,
+        run.store.uri,
+        run.plan.total_target,
+        ", ".join(f"{k} {v}" for k, v in sorted(run.plan.targets_by_label().items())),
+        len(run.scheduler.pending),
+        run.resumed_shards,
+    )
+    if run.scheduler.finished:
+        log.info("nothing to do: every shard is committed")
+        return finalize_run(run, {"elapsed_s": 0.0, "images": 0})
+    return run_generation(run) if use_ray else run_in_process(run)

@@ -1,0 +1,138 @@
+"""Which shard next: base shards first, then top-up shards until each entry's KEPT target is met.
+
+Pure bookkeeping (no Ray): the runner feeds it results; resume feeds it what is already committed.
+An entry that cannot reach its target within `cap_factor` x target samples ends with a shortfall.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from dermgen.plan import Plan, Shard
+
+
+@dataclass
+class EntryProgress:
+    target: int
+    label: str
+    generated: int = 0  # rows committed (ok + failed)
+    ok: int = 0
+    kept: int = 0
+    frontier: int = 0  # first index not yet planned
+    inflight: int = 0
+    base_left: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.kept >= self.target
+
+    def to_dict(self, cap: int) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "target": self.target,
+            "kept": self.kept,
+            "generated": self.generated,
+            "failed": self.generated - self.ok,
+            "cap": cap,
+            "shortfall": max(0, self.target - self.kept),
+            "drop_reasons": dict(sorted(self.reasons.items())),
+        }
+
+
+class ShardScheduler:
+    def __init__(
+        self, plan: Plan, committed: dict[str, dict[str, Any]] | None = None, topup: bool = True
+    ) -> None:
+        """`committed`: shard_id -> summary of shards already in the store (resume)."""
+        self.plan = plan
+        self.topup = topup
+        committed = committed or {}
+        self.entries: dict[str, EntryProgress] = {}
+        for e in plan.manifest.entries:
+            if plan.targets.get(e.id):
+                self.entries[e.id] = EntryProgress(plan.targets[e.id], e.label, frontier=plan.targets[e.id])
+        self.pending: deque[Shard] = deque()
+        self.inflight: dict[str, Shard] = {}
+        self.skipped = 0
+        for shard in plan.shards:
+            if shard.shard_id in committed:
+                self.skipped += 1
+            else:
+                self.pending.append(shard)
+                self.entries[shard.entry_id].base_left += 1
+        for summary in committed.values():
+            self._account(summary)
+            ep = self.entries.get(summary["entry_id"])
+            if ep is not None:
+                ep.frontier = max(ep.frontier, int(summary.get("end", 0)))
+        for entry_id in self.entries:
+            self._maybe_topup(entry_id)
+
+    def _account(self, s: dict[str, Any]) -> None:
+        ep = self.entries.get(s["entry_id"])
+        if ep is None:
+            return
+        ep.generated += s["planned"]
+        ep.ok += s["ok"]
+        ep.kept += s["kept"]
+        for k, v in (s.get("drop_reasons") or {}).items():
+            ep.reasons[k] = ep.reasons.get(k, 0) + v
+
+    def next_shard(self) -> Shard | None:
+        if not self.pending:
+            return None
+        shard = self.pending.popleft()
+        self.inflight[shard.shard_id] = shard
+        self.entries[shard.entry_id].inflight += 1
+        return shard
+
+    def requeue(self, shard: Shard) -> None:
+        """A shard whose attempt died: run it again (first, so it is not starved)."""
+        if self.inflight.pop(shard.shard_id, None) is not None:
+            self.entries[shard.entry_id].inflight -= 1
+        self.pending.appendleft(shard)
+
+    def complete(self, shard: Shard, summary: dict[str, Any]) -> None:
+        if self.inflight.pop(shard.shard_id, None) is None:
+            return
+        ep = self.entries[shard.entry_id]
+        ep.inflight -= 1
+        if not shard.topup:
+            ep.base_left -= 1
+        self._account(summary)
+        self._maybe_topup(shard.entry_id)
+
+    def _maybe_topup(self, entry_id: str) -> None:
+        ep = self.entries[entry_id]
+        if not self.topup or ep.done or ep.inflight or ep.base_left > 0:
+            return
+        if any(s.entry_id == entry_id for s in self.pending):
+            return
+        rate = max(ep.kept / ep.generated, 0.05) if ep.generated else 1.0
+        need = math.ceil((ep.target - ep.kept) / rate * 1.1)
+        planned = 0
+        while planned < need:
+            shard = self.plan.topup_shard(entry_id, ep.frontier)
+            if shard is None:
+                break
+            self.pending.append(shard)
+            ep.frontier = shard.end
+            planned += len(shard)
+
+    @property
+    def finished(self) -> bool:
+        return not self.pending and not self.inflight
+
+    @property
+    def remaining_samples(self) -> int:
+        return sum(len(s) for s in self.pending) + sum(len(s) for s in self.inflight.values())
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        return {k: ep.to_dict(self.plan.cap(k)) for k, ep in self.entries.items()}
+
+    def shortfalls(self) -> dict[str, int]:
+        return {k: ep.target - ep.kept for k, ep in self.entries.items() if ep.kept < ep.target}

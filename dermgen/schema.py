@@ -1,0 +1,118 @@
+"""The one pyarrow schema of shard rows, and the Hugging Face metadata that makes `image` load as PIL.
+
+Every planned sample gets a row, failed ones too (``status`` = "failed", ``image`` null).
+The ``image`` column is a struct of ``bytes`` and ``path`` as the Hugging Face ``Image`` feature expects.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+from dermgen.filters.names import SCORE_NAMES
+
+SCHEMA_VERSION = 1
+
+LORA_TYPE = pa.struct(
+    [
+        pa.field("name", pa.string()),
+        pa.field("path", pa.string()),
+        pa.field("scale", pa.float32()),
+        pa.field("sha256", pa.string()),
+    ]
+)
+IMAGE_TYPE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
+SCORES_TYPE = pa.struct([pa.field(name, pa.float32()) for name in SCORE_NAMES])
+TIMINGS_TYPE = pa.struct(
+    [
+        pa.field("generate_s", pa.float32()),
+        pa.field("encode_s", pa.float32()),
+        pa.field("filter_s", pa.float32()),
+    ]
+)
+
+_FIELDS = [
+    pa.field("sample_id", pa.string(), nullable=False),
+    pa.field("shard_id", pa.string(), nullable=False),
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("attempt_id", pa.string(), nullable=False),
+    pa.field("entry_id", pa.string(), nullable=False),
+    pa.field("index", pa.int32(), nullable=False),
+    pa.field("label", pa.string(), nullable=False),
+    pa.field("tags", pa.list_(pa.string())),
+    pa.field("prompt", pa.string()),
+    pa.field("negative_prompt", pa.string()),
+    pa.field("seed", pa.int64(), nullable=False),
+    pa.field("sampler", pa.string()),
+    pa.field("steps", pa.int32()),
+    pa.field("cfg_scale", pa.float32()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("batch_size", pa.int32()),
+    pa.field("loras", pa.list_(LORA_TYPE)),
+    pa.field("model_id", pa.string()),
+    pa.field("model_sha256", pa.string()),
+    pa.field("model_hash", pa.string()),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("error", pa.string()),
+    pa.field("image", IMAGE_TYPE),
+    pa.field("image_sha256", pa.string()),
+    pa.field("kept", pa.bool_(), nullable=False),
+    pa.field("drop_reasons", pa.list_(pa.string())),
+    pa.field("scores", SCORES_TYPE),
+    pa.field("timings", TIMINGS_TYPE),
+    pa.field("actor", pa.string()),
+    pa.field("node", pa.string()),
+    pa.field("device", pa.string()),
+    pa.field("created_at", pa.timestamp("ms", tz="UTC")),
+]
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in _FIELDS)
+
+
+def _hf_features() -> dict:
+    """Hugging Face `datasets` features for the schema (only `image` differs from what it infers)."""
+
+    def value(dtype: str) -> dict:
+        return {"dtype": dtype, "_type": "Value"}
+
+    def seq(feature: dict) -> dict:
+        return {"feature": feature, "_type": "List"}
+
+    arrow_to_hf = {
+        pa.string(): value("string"),
+        pa.int32(): value("int32"),
+        pa.int64(): value("int64"),
+        pa.float32(): value("float32"),
+        pa.bool_(): value("bool"),
+        pa.binary(): value("binary"),
+        pa.timestamp("ms", tz="UTC"): value("timestamp[ms, tz=UTC]"),
+    }
+
+    def convert(t: pa.DataType) -> dict:
+        if t in arrow_to_hf:
+            return arrow_to_hf[t]
+        if pa.types.is_list(t):
+            return seq(convert(t.value_type))
+        if pa.types.is_struct(t):
+            return {t.field(i).name: convert(t.field(i).type) for i in range(t.num_fields)}
+        raise TypeError(f"no Hugging Face feature for {t}")
+
+    feats = {f.name: convert(f.type) for f in _FIELDS}
+    feats["image"] = {"_type": "Image"}
+    return feats
+
+
+SHARD_SCHEMA = pa.schema(
+    _FIELDS,
+    metadata={
+        b"dermgen.schema_version": str(SCHEMA_VERSION).encode(),
+        b"huggingface": json.dumps({"info": {"features": _hf_features()}}).encode(),
+    },
+)
+
+
+def empty_scores() -> dict[str, float | None]:
+    """A scores struct with every score null (used when filtering is off or an image failed)."""
+    return {name: None for name in SCORE_NAMES}

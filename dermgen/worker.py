@@ -1,0 +1,315 @@
+"""The per-shard stage composition: render -> encode + filter -> write PNGs -> commit Parquet.
+
+`ShardWorker` is what a Ray actor holds, but it has no Ray in it: tests and benchmarks drive it directly.
+Post-processing of batch k (PNG encoding, scoring, uploads) runs on a background thread while batch k+1
+renders, so the accelerator does not wait for the CPU. Image bytes never leave the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from dermgen.hashing import sha256_bytes
+from dermgen.pipeline import LoraSpec, Renderer
+from dermgen.plan import Sample, Shard, batches
+from dermgen.pngmeta import a1111_parameters, encode_png
+from dermgen.schema import empty_scores
+from dermgen.shards import commit_shard, image_key
+from dermgen.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerOptions:
+    model: str = "tiny"
+    filter: str = "default"
+    filter_overrides: dict[str, float | None] | None = None
+    reference_dir: str | None = None
+    clip_model: str | None = None
+    batch_size: int = 8
+    save_dropped: bool = True
+    device: str | None = None
+    dtype: str | None = None
+    allow_pickle: bool = False
+    compile: bool = False
+    png_compress_level: int = 3
+    global_loras: tuple[LoraSpec, ...] = ()
+
+
+def make_filter(opts: WorkerOptions):
+    """The filter stage, or None when scoring is switched off (`--filter none`: every image kept)."""
+    if opts.filter == "none":
+        return None
+    from dermgen.filters import build_filter
+
+    return build_filter(
+        opts.filter,
+        overrides=opts.filter_overrides or None,
+        reference_dir=opts.reference_dir,
+        clip_model=opts.clip_model,
+    )
+
+
+def _is_oom(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    return name == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+class ShardWorker:
+    """Holds one Renderer and one filter; renders shards and commits them to the store."""
+
+    def __init__(self, opts: WorkerOptions, store: Store | str, run_id: str, actor: str = "local") -> None:
+        self.opts = opts
+        self.store = open_store(store) if isinstance(store, str) else store
+        self.run_id = run_id
+        self.actor = actor
+        self.node = socket.gethostname()
+        t0 = time.perf_counter()
+        self.renderer = Renderer(
+            opts.model,
+            device=opts.device,
+            dtype=opts.dtype,
+            batch_size=opts.batch_size,
+            allow_pickle=opts.allow_pickle,
+            compile=opts.compile,
+        )
+        self.filter = make_filter(opts)
+        self.load_seconds = time.perf_counter() - t0
+        self._post = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dermgen-post")
+        log.info(
+            "worker %s ready in %.1fs on %s (%s)",
+            actor,
+            self.load_seconds,
+            self.renderer.device_name,
+            self.renderer.dtype_name,
+        )
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor,
+            "node": self.node,
+            "device": self.renderer.device_name,
+            "dtype": self.renderer.dtype_name,
+            "model": self.renderer.identity.to_dict(),
+            "load_seconds": round(self.load_seconds, 3),
+            "batch_size": self.renderer.batch_size,
+        }
+
+    def run_shard(self, shard: Shard, entry_filter: dict[str, float | None] | None = None) -> dict[str, Any]:
+        """Render, score and write every sample of `shard`, then commit it. Returns a small summary."""
+        t0 = time.perf_counter()
+        attempt_id = uuid.uuid4().hex[:12]
+        rows: list[dict] = []
+        written: list[str] = []
+        pending: list[Future] = []
+        gen_seconds = 0.0
+        for batch in batches(shard, self.renderer.batch_size):
+            loras = self._loras_for(batch[0])
+            for sub, images, err, secs, bs in self._render_batch(batch):
+                gen_seconds += secs
+                pending.append(
+                    self._post.submit(
+                        self._post_process, sub, images, err, secs, bs, loras, attempt_id, entry_filter
+                    )
+                )
+        for fut in pending:
+            batch_rows, batch_keys = fut.result()
+            rows.extend(batch_rows)
+            written.extend(batch_keys)
+        rows.sort(key=lambda r: r["index"])
+        for r in rows:
+            r["shard_id"] = shard.shard_id
+        result = commit_shard(self.store, shard.shard_id, rows, written)
+        reasons: Counter[str] = Counter()
+        for r in rows:
+            reasons.update(r["drop_reasons"] or [])
+        return {
+            "shard_id": shard.shard_id,
+            "entry_id": shard.entry_id,
+            "label": shard.label,
+            "committed": result.committed,
+            "attempt_id": attempt_id,
+            "planned": len(shard),
+            "ok": sum(r["status"] == "ok" for r in rows),
+            "failed": sum(r["status"] != "ok" for r in rows),
+            "kept": sum(bool(r["kept"]) for r in rows),
+            "drop_reasons": dict(reasons),
+            "seconds": time.perf_counter() - t0,
+            "gen_seconds": gen_seconds,
+            "actor": self.actor,
+            "node": self.node,
+        }
+
+    def _loras_for(self, sample: Sample) -> list[dict[str, Any]]:
+        specs = list(self.opts.global_loras) + [LoraSpec(p, s) for p, s in sample.loras]
+        return self.renderer.set_loras(specs)
+
+    def _render_batch(self, batch: list[Sample]):
+        """Yield (samples, images|None, error|None, seconds, batch_size); halves the batch on OOM."""
+        todo = [batch]
+        while todo:
+            part = todo.pop(0)
+            s0 = part[0]
+            t = time.perf_counter()
+            try:
+                images = self.renderer.render(
+                    [s.prompt for s in part],
+                    [s.negative_prompt for s in part],
+                    [s.seed for s in part],
+                    sampler=s0.sampler,
+                    steps=s0.steps,
+                    cfg_scale=s0.cfg_scale,
+                    width=s0.width,
+                    height=s0.height,
+                )
+                yield part, images, None, time.perf_counter() - t, self.renderer.batch_size
+            except Exception as exc:  # noqa: BLE001 - every sample gets a row, failures too
+                if _is_oom(exc) and self.renderer.batch_size > 1:
+                    self._free_memory()
+                    self.renderer.batch_size = max(1, self.renderer.batch_size // 2)
+                    log.warning("out of memory; batch size halved to %d", self.renderer.batch_size)
+                    bs = self.renderer.batch_size
+                    todo[:0] = [part[i : i + bs] for i in range(0, len(part), bs)]
+                    continue
+                log.exception("rendering %d sample(s) of %s failed", len(part), s0.entry_id)
+                msg = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+                yield part, None, msg, time.perf_counter() - t, self.renderer.batch_size
+
+    def _free_memory(self) -> None:
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _post_process(
+        self,
+        samples: list[Sample],
+        images: np.ndarray | None,
+        error: str | None,
+        gen_secs: float,
+        batch_size: int,
+        loras: list[dict[str, Any]],
+        attempt_id: str,
+        entry_filter: dict[str, float | None] | None,
+    ) -> tuple[list[dict], list[str]]:
+        ident = self.renderer.identity
+        rows, keys = [], []
+        now = datetime.now(timezone.utc)
+        per_image = gen_secs / max(1, len(samples))
+        for i, s in enumerate(samples):
+            row = self._base_row(s, attempt_id, loras, batch_size, now)
+            if images is None:
+                row.update(
+                    status="failed",
+                    error=error,
+                    kept=False,
+                    drop_reasons=["failed"],
+                    timings={"generate_s": per_image, "encode_s": None, "filter_s": None},
+                )
+                rows.append(row)
+                continue
+            img = images[i]
+            t = time.perf_counter()
+            png = encode_png(
+                img,
+                a1111_parameters(
+                    prompt=s.prompt,
+                    negative_prompt=s.negative_prompt,
+                    steps=s.steps,
+                    sampler=s.sampler,
+                    cfg_scale=s.cfg_scale,
+                    seed=s.seed,
+                    width=s.width,
+                    height=s.height,
+                    model_hash=ident.short_hash,
+                    model_name=ident.model_id,
+                    loras=loras,
+                ),
+                extra={"sample_id": s.sample_id, "run_id": self.run_id, "entry_id": s.entry_id},
+                compress_level=self.opts.png_compress_level,
+            )
+            t_enc = time.perf_counter() - t
+            t = time.perf_counter()
+            kept, reasons, scores = True, [], empty_scores()
+            if self.filter is not None:
+                res = self.filter.evaluate(img, overrides=entry_filter or None)
+                kept, reasons = bool(res.kept), list(res.reasons)
+                scores.update(
+                    {k: (None if v is None else float(v)) for k, v in res.scores.items() if k in scores}
+                )
+            t_flt = time.perf_counter() - t
+            row.update(
+                status="ok",
+                kept=kept,
+                drop_reasons=reasons,
+                scores=scores,
+                image_sha256=sha256_bytes(png),
+                timings={"generate_s": per_image, "encode_s": t_enc, "filter_s": t_flt},
+            )
+            if kept or self.opts.save_dropped:
+                key = image_key(s.sample_id, s.label, attempt_id, kept)
+                self.store.put(key, png)
+                keys.append(key)
+                row["image"] = {"bytes": png, "path": key}
+            rows.append(row)
+        return rows, keys
+
+    def _base_row(
+        self, s: Sample, attempt_id: str, loras: list[dict[str, Any]], batch_size: int, now: datetime
+    ) -> dict[str, Any]:
+        ident = self.renderer.identity
+        return {
+            "sample_id": s.sample_id,
+            "shard_id": "",
+            "run_id": self.run_id,
+            "attempt_id": attempt_id,
+            "entry_id": s.entry_id,
+            "index": s.index,
+            "label": s.label,
+            "tags": list(s.tags),
+            "prompt": s.prompt,
+            "negative_prompt": s.negative_prompt,
+            "seed": s.seed,
+            "sampler": s.sampler,
+            "steps": s.steps,
+            "cfg_scale": s.cfg_scale,
+            "width": s.width,
+            "height": s.height,
+            "batch_size": batch_size,
+            "loras": [
+                {"name": lr["name"], "path": lr["path"], "scale": lr["scale"], "sha256": lr["sha256"]}
+                for lr in loras
+            ],
+            "model_id": ident.model_id,
+            "model_sha256": ident.sha256,
+            "model_hash": ident.short_hash,
+            "status": "ok",
+            "error": None,
+            "image": None,
+            "image_sha256": None,
+            "kept": False,
+            "drop_reasons": [],
+            "scores": empty_scores(),
+            "timings": None,
+            "actor": self.actor,
+            "node": self.node,
+            "device": self.renderer.device_name,
+            "created_at": now,
+        }
+
+    def close(self) -> None:
+        self._post.shutdown(wait=True)
