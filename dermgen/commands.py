@@ -11,7 +11,7 @@ from dermgen.errors import VerifyError
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from dermgen.shards import RUN_JSON, read_rows
+    from dermgen.shards import RUN_JSON, SUMMARY_JSON, read_rows
     from dermgen.store import open_store
     from dermgen.verify import _plan_from_run_json
 
@@ -21,48 +21,79 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     except KeyError:
         print(f"error: {args.uri} holds no run.json", file=sys.stderr)
         return 3
-    table = read_rows(store, ["shard_id", "entry_id", "label", "status", "kept"])
+    table = read_rows(store, ["shard_id", "entry_id", "label", "status", "kept", "drop_reasons"])
     rows = table.to_pylist()
     per_entry: dict[str, Counter] = defaultdict(Counter)
     per_label: dict[str, Counter] = defaultdict(Counter)
+    reasons: Counter = Counter()
     for r in rows:
+        if not r["kept"]:
+            reasons.update(r["drop_reasons"] or [])
         for c in (per_entry[r["entry_id"]], per_label[r["label"]]):
             c["rows"] += 1
             c["kept"] += bool(r["kept"])
             c["failed"] += r["status"] != "ok"
+            c["dropped"] += r["status"] == "ok" and not r["kept"]
     plan = _plan_from_run_json(run)
     committed = {r["shard_id"] for r in rows}
     base = {s.shard_id for s in plan.shards}
+    by_label = plan.targets_by_label()
+    try:
+        summary = json.loads(store.get(SUMMARY_JSON))
+        status = "complete" if summary.get("complete") else "finished with a shortfall"
+    except (KeyError, ValueError):
+        status = "in progress or interrupted (no summary.json)"
+
+    def counts(c: Counter, target: int) -> dict:
+        return dict(
+            {k: c.get(k, 0) for k in ("rows", "kept", "dropped", "failed")},
+            target=target,
+            shortfall=max(0, target - c.get("kept", 0)),
+        )
+
     out = {
         "uri": store.uri,
         "run_id": run.get("run_id"),
+        "status": status,
         "rows": len(rows),
         "kept": sum(c["kept"] for c in per_label.values()),
+        "dropped": sum(c["dropped"] for c in per_label.values()),
+        "failed": sum(c["failed"] for c in per_label.values()),
+        "target": plan.total_target,
         "shards_committed": len(committed),
         "shards_planned": len(base),
+        "shards_topup": len(committed - base),
         "shards_missing": sorted(base - committed),
+        "drop_reasons": dict(reasons.most_common()),
         "labels": {
-            k: dict(v, target=plan.targets_by_label().get(k, 0)) for k, v in sorted(per_label.items())
+            k: counts(per_label[k], by_label.get(k, 0)) for k in sorted(set(by_label) | set(per_label))
         },
-        "entries": {
-            k: dict(per_entry.get(k, Counter()), target=plan.targets.get(k, 0)) for k in plan.targets
-        },
+        "entries": {k: counts(per_entry[k], plan.targets.get(k, 0)) for k in plan.targets},
     }
     if args.json:
         print(json.dumps(out, indent=2, sort_keys=True))
         return 0
-    print(f"run {out['run_id']} at {out['uri']}")
+    print(f"run {out['run_id']} at {out['uri']}: {status}")
     print(
-        f"rows {out['rows']}, kept {out['kept']}, shards committed {out['shards_committed']}"
-        f"/{out['shards_planned']} planned (+ top-ups), missing {len(out['shards_missing'])}"
+        f"rows {out['rows']:,d}: kept {out['kept']:,d} (target {out['target']:,d}), dropped {out['dropped']:,d}, "
+        f"failed {out['failed']:,d}"
     )
-    print(f"{'':40s} {'target':>8s} {'rows':>8s} {'kept':>8s} {'failed':>7s}")
+    print(
+        f"shards: {out['shards_committed']} committed ({len(base & committed)} of {len(base)} planned "
+        f"+ {out['shards_topup']} top-up), {len(out['shards_missing'])} planned not yet committed"
+    )
+    width = max([len(k) for k in out["entries"]] + [len(k) for k in out["labels"]] + [5])
+    cols = ("target", "rows", "kept", "dropped", "failed", "kept %", "shortfall")
     for title, table_ in (("label", out["labels"]), ("entry", out["entries"])):
+        print()
+        print(f"{title:{width}s} " + " ".join(f"{c:>9s}" for c in cols))
         for k, v in table_.items():
-            print(
-                f"{title + ' ' + k:40s} {v.get('target', 0):>8d} {v.get('rows', 0):>8d} {v.get('kept', 0):>8d} "
-                f"{v.get('failed', 0):>7d}"
-            )
+            pct = f"{100 * v['kept'] / v['rows']:.1f}%" if v["rows"] else "-"
+            nums = [f"{v[c]:>9,d}" for c in ("target", "rows", "kept", "dropped", "failed")]
+            print(f"{k:{width}s} " + " ".join(nums) + f" {pct:>9s} {v['shortfall']:>9,d}")
+    if reasons:
+        print()
+        print("drop reasons: " + ", ".join(f"{k} {n:,d}" for k, n in reasons.most_common(10)))
     return 0
 
 

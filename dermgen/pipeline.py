@@ -320,18 +320,39 @@ class Renderer:
         if wanted != self._active:
             if self._fused:
                 self.pipe.unfuse_lora()
+                self._restore_base_weights()  # unfusing subtracts in floating point; restore exactly
                 self._fused = False
             if wanted:
                 names = [n for n, _ in wanted]
                 self.pipe.enable_lora()
                 self.pipe.set_adapters(names, adapter_weights=[s for _, s in wanted])
                 if self.fuse_lora:
+                    self._snapshot_base_weights()
                     self.pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
                     self._fused = True
             elif self._loaded_loras:
                 self.pipe.disable_lora()
             self._active = wanted
         return [dict(self._loaded_loras[n], scale=s) for n, s in wanted]
+
+    def _lora_layers(self):
+        for module in (self.pipe.unet, self.pipe.text_encoder):
+            for name, layer in module.named_modules():
+                if hasattr(layer, "lora_A") and hasattr(layer, "base_layer"):
+                    yield f"{id(module)}.{name}", layer.base_layer
+
+    def _snapshot_base_weights(self) -> None:
+        self._base_weights = {k: layer.weight.detach().clone() for k, layer in self._lora_layers()
+                              if k not in getattr(self, "_base_weights", {})} | getattr(self, "_base_weights", {})
+
+    def _restore_base_weights(self) -> None:
+        import torch
+
+        saved = getattr(self, "_base_weights", {})
+        with torch.no_grad():
+            for k, layer in self._lora_layers():
+                if k in saved:
+                    layer.weight.copy_(saved[k])
 
     def _ensure_lora(self, spec: LoraSpec) -> str:
         local = spec.path

@@ -61,12 +61,25 @@ def commit_shard(
 ) -> CommitResult:
     """Commit a shard's rows atomically; on losing the race, delete this attempt's own PNGs."""
     data = table_to_parquet(rows_to_table(rows))
-    if store.put_if_absent(shard_key(shard_id), data):
+    key = shard_key(shard_id)
+    if store.put_if_absent(key, data):
+        return CommitResult(shard_id, True)
+    if _holds(store, key, data):
+        # Our own write: its answer was lost (reset, timeout) and the retried conditional PUT met it.
+        log.info("shard %s: the commit's answer was lost, but the stored object is this attempt's", shard_id)
         return CommitResult(shard_id, True)
     log.info("shard %s was already committed by another attempt; discarding this attempt", shard_id)
-    for key in written_images:
-        store.delete(key)
+    for image in written_images:
+        store.delete(image)
     return CommitResult(shard_id, False)
+
+
+def _holds(store: Store, key: str, data: bytes) -> bool:
+    """Whether `key` holds exactly `data` (every attempt's Parquet differs: attempt ids, timestamps)."""
+    try:
+        return store.get(key) == data
+    except KeyError:
+        return False
 
 
 def committed_shard_ids(store: Store) -> set[str]:

@@ -143,9 +143,19 @@ class LocalStore(Store):
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / f".dermgen-probe-{uuid.uuid4().hex}"
             probe.write_bytes(b"")
-            probe.unlink()
         except OSError as exc:
             raise StoreError(f"--output: {self.uri!r} is not writable: {exc.strerror or exc}") from None
+        link = probe.with_name(probe.name + ".link")
+        try:  # the shard commit needs an atomic create-if-absent: find out now, not after the first shard
+            os.link(probe, link)
+            link.unlink()
+        except OSError as exc:
+            raise StoreError(
+                f"--output: {self.uri!r} is on a filesystem without hard links ({exc.strerror or exc}); "
+                "shards are committed with an atomic hard link, so write to a local disk or an s3:// URI"
+            ) from None
+        finally:
+            probe.unlink()
 
 
 _RETRYABLE_CODES = {
@@ -216,7 +226,13 @@ class S3Store(Store):
 
     def _call(self, what: str, fn, *args, **kwargs):
         """Run one S3 request with backoff + full jitter on retryable failures."""
-        from botocore.exceptions import ClientError, ConnectionError, HTTPClientError, ReadTimeoutError
+        from botocore.exceptions import (
+            ClientError,
+            ConnectionError,
+            HTTPClientError,
+            IncompleteReadError,
+            ReadTimeoutError,
+        )
 
         delay = 0.2
         for attempt in range(1, self.max_attempts + 1):
@@ -229,7 +245,7 @@ class S3Store(Store):
                     log.debug("S3 %s: %s (attempt %d), retrying", what, code or status, attempt)
                 else:
                     raise
-            except (ConnectionError, HTTPClientError, ReadTimeoutError) as exc:
+            except (ConnectionError, HTTPClientError, ReadTimeoutError, IncompleteReadError) as exc:
                 if attempt >= self.max_attempts:
                     raise StoreError(
                         f"S3 {what} failed after {attempt} attempts: {type(exc).__name__}"
@@ -295,9 +311,11 @@ class S3Store(Store):
     def get(self, key: str) -> bytes:
         from botocore.exceptions import ClientError
 
+        def fetch() -> bytes:  # the body is read inside the retry: a dropped stream is retried too
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
         try:
-            resp = self._call("get", self.client.get_object, Bucket=self.bucket, Key=self._key(key))
-            return resp["Body"].read()
+            return self._call("get", fetch)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 raise KeyError(key) from None
@@ -315,9 +333,11 @@ class S3Store(Store):
             raise
 
     def list(self, prefix: str = "") -> Iterator[str]:
-        full = self._key(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
-        if prefix.endswith("/") and not full.endswith("/"):
-            full += "/"
+        if prefix:  # a folder-like prefix ("shards/") is fine here, unlike in an object key
+            _check_key(prefix.rstrip("/"))
+            full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        else:
+            full = self.prefix + "/" if self.prefix else ""
         strip = len(self.prefix) + 1 if self.prefix else 0
         token = None
         while True:

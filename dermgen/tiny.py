@@ -103,9 +103,9 @@ def tiny_components(seed: int = TINY_SEED) -> dict:
         steps_offset=1,
     )
     return {
-        "unet": unet,
-        "vae": vae,
-        "text_encoder": text_encoder,
+        "unet": unet.eval(),
+        "vae": vae.eval(),
+        "text_encoder": text_encoder.eval(),
         "tokenizer": tokenizer,
         "scheduler": scheduler,
     }

@@ -8,6 +8,7 @@ renders, so the accelerator does not wait for the CPU. Image bytes never leave t
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 import uuid
@@ -64,6 +65,23 @@ def make_filter(opts: WorkerOptions):
 def _is_oom(exc: BaseException) -> bool:
     name = type(exc).__name__
     return name == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def _crash_for_test(shard_id: str) -> None:
+    """Fault injection for tests/reliability: kill this process once, after its PNGs, before the commit.
+
+    Active only when DERMGEN_TEST_CRASH_SHARD names this shard and DERMGEN_TEST_CRASH_MARKER names a file
+    that does not exist yet; the file is created first, so only the first attempt dies.
+    """
+    marker = os.environ.get("DERMGEN_TEST_CRASH_MARKER")
+    if not marker or os.environ.get("DERMGEN_TEST_CRASH_SHARD") != shard_id:
+        return
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    log.error("DERMGEN_TEST_CRASH_SHARD: exiting before committing shard %s", shard_id)
+    os._exit(137)
 
 
 class ShardWorker:
@@ -130,6 +148,7 @@ class ShardWorker:
         rows.sort(key=lambda r: r["index"])
         for r in rows:
             r["shard_id"] = shard.shard_id
+        _crash_for_test(shard.shard_id)
         result = commit_shard(self.store, shard.shard_id, rows, written)
         reasons: Counter[str] = Counter()
         for r in rows:
@@ -160,6 +179,10 @@ class ShardWorker:
         todo = [batch]
         while todo:
             part = todo.pop(0)
+            bs = self.renderer.batch_size
+            if len(part) > bs:  # larger than the batch size after an OOM halving: split it
+                todo[:0] = [part[i : i + bs] for i in range(0, len(part), bs)]
+                continue
             s0 = part[0]
             t = time.perf_counter()
             try:
@@ -179,8 +202,7 @@ class ShardWorker:
                     self._free_memory()
                     self.renderer.batch_size = max(1, self.renderer.batch_size // 2)
                     log.warning("out of memory; batch size halved to %d", self.renderer.batch_size)
-                    bs = self.renderer.batch_size
-                    todo[:0] = [part[i : i + bs] for i in range(0, len(part), bs)]
+                    todo.insert(0, part)  # split to the new size on the next turn
                     continue
                 log.exception("rendering %d sample(s) of %s failed", len(part), s0.entry_id)
                 msg = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]

@@ -5,8 +5,8 @@ Kept free of heavy imports so the schema module can use it.
 
 SCORE_NAMES: tuple[str, ...] = (
     "ink",  # fraction of saturated purple/blue marker-stroke pixels
-    "blur",  # 1 - normalised sharpness; high = blurry
-    "contrast",  # global luminance contrast (std); low = washed out
+    "blur",  # 1 - normalised sharpness of the sharpest edges; high = blurry
+    "contrast",  # luminance contrast (p99 - p1 of Lab L, 0..1); low = washed out or crushed
     "tint",  # colour-cast strength; high = extreme tint
     "clipped",  # fraction of pixels in clipped shadows or highlights
     "hair",  # hair density from black-hat morphology
@@ -14,7 +14,7 @@ SCORE_NAMES: tuple[str, ...] = (
     "lesion_area",  # segmented lesion area as a fraction of the frame
     "lesion_offcentre",  # distance of the lesion centroid from the centre, 0..1
     "off_domain",  # 1 = not a dermoscopic skin image
-    "duplicate",  # 1 - min perceptual-hash distance to earlier images of the run, 0..1
+    "duplicate",  # similarity to the closest earlier kept image of the run, 0..1
     "memorisation",  # similarity to the closest reference (fine-tuning) image, 0..1
     "clip",  # optional CLIP image-text similarity
 )

@@ -1,0 +1,351 @@
+"""Open a generated run (local folder or s3://) and select its rows, without loading image bytes.
+
+A run's shards are read through pyarrow: a local file, or ``pyarrow.fs.S3FileSystem`` pointed at
+``AWS_ENDPOINT_URL`` for S3 (ranged reads: a row group's image column only). ``io="store"`` reads whole
+shard objects through ``dermgen.store`` instead (boto3), for endpoints pyarrow's S3 client cannot talk to.
+
+Selection (`Selection`) happens on the metadata columns only: by default kept images of ``status == "ok"``
+rows, plus any ``where`` equalities / memberships, score thresholds and a predicate on the row dict.
+The result (`RowIndex`) lists (shard, row group, row) positions with each row's metadata; the datasets in
+`dermgen.data.torch_dataset` fetch image bytes for those positions on demand.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dermgen.data.labels import LabelMap, as_label_map
+from dermgen.errors import ConfigError, StoreError
+from dermgen.filters.names import SCORE_NAMES
+from dermgen.schema import SHARD_SCHEMA
+from dermgen.shards import SHARDS_PREFIX, committed_shard_ids, shard_key
+from dermgen.store import LocalStore, Store, open_store
+
+log = logging.getLogger(__name__)
+
+# Every column but the image bytes; `image.path` tells whether the row has an image at all.
+META_COLUMNS: tuple[str, ...] = tuple(c for c in SHARD_SCHEMA.names if c != "image") + ("image.path",)
+_LIST_COLUMNS = {f.name for f in SHARD_SCHEMA if pa.types.is_list(f.type)}
+
+IoMode = Literal["auto", "arrow", "store"]
+
+
+class Selection(BaseModel):
+    """Which rows of a run a loader yields.
+
+    - ``include_dropped``: also rows the filter dropped (only those whose PNG was saved have an image).
+    - ``statuses``: row statuses to keep; failed rows never have an image, so only "ok" makes sense.
+    - ``where``: column -> value or list of values. A scalar matches by equality, a list by membership.
+      For list columns (``tags``, ``drop_reasons``) a row matches if its list contains the value / any
+      of the values.
+    - ``min_scores`` / ``max_scores``: filter score -> inclusive bound. A row whose score is null
+      (scores are null when the run's filter was off) fails every bound on that score.
+    - ``predicate``: a callable on the row's metadata dict (every column but the image bytes),
+      applied last. Must be picklable (a module-level function) to reach DataLoader workers under spawn
+      and Ray workers.
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+
+    include_dropped: bool = False
+    statuses: tuple[str, ...] = ("ok",)
+    where: dict[str, Any] = Field(default_factory=dict)
+    min_scores: dict[str, float] = Field(default_factory=dict)
+    max_scores: dict[str, float] = Field(default_factory=dict)
+    predicate: Callable[[dict[str, Any]], bool] | None = None
+
+    @field_validator("where")
+    @classmethod
+    def _where(cls, v: dict[str, Any]) -> dict[str, Any]:
+        known = [c for c in SHARD_SCHEMA.names if c != "image"]
+        for col in v:
+            if col not in known:
+                raise ValueError(f"unknown column {col!r}; expected one of {known}")
+        return v
+
+    @field_validator("min_scores", "max_scores")
+    @classmethod
+    def _scores(cls, v: dict[str, float]) -> dict[str, float]:
+        for name in v:
+            if name not in SCORE_NAMES:
+                raise ValueError(f"unknown score {name!r}; expected one of {list(SCORE_NAMES)}")
+        return v
+
+    def matches(self, row: Mapping[str, Any]) -> bool:
+        """True if `row` (a metadata dict, as read from a shard) is selected."""
+        if row.get("status") not in self.statuses:
+            return False
+        if not self.include_dropped and not row.get("kept"):
+            return False
+        for col, want in self.where.items():
+            have = row.get(col)
+            wanted = list(want) if isinstance(want, list | tuple | set | frozenset) else [want]
+            if col in _LIST_COLUMNS:
+                if not set(have or ()) & set(wanted):
+                    return False
+            elif have not in wanted:
+                return False
+        scores = row.get("scores") or {}
+        for name, bound in self.min_scores.items():
+            value = scores.get(name)
+            if value is None or value < bound:
+                return False
+        for name, bound in self.max_scores.items():
+            value = scores.get(name)
+            if value is None or value > bound:
+                return False
+        return self.predicate is None or bool(self.predicate(dict(row)))
+
+
+def make_selection(
+    selection: Selection | None = None,
+    *,
+    include_dropped: bool | None = None,
+    where: Mapping[str, Any] | None = None,
+    min_scores: Mapping[str, float] | None = None,
+    max_scores: Mapping[str, float] | None = None,
+    predicate: Callable[[dict[str, Any]], bool] | None = None,
+) -> Selection:
+    """A Selection from keyword arguments (merged over `selection` if given); ConfigError on bad input."""
+    base = selection.model_dump() if selection is not None else {}
+    updates = {
+        "include_dropped": include_dropped,
+        "where": dict(where) if where is not None else None,
+        "min_scores": dict(min_scores) if min_scores is not None else None,
+        "max_scores": dict(max_scores) if max_scores is not None else None,
+        "predicate": predicate,
+    }
+    base.update({k: v for k, v in updates.items() if v is not None})
+    try:
+        return Selection(**base)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            loc = ".".join(str(p) for p in err["loc"])
+            lines.append(f"{loc}: {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})")
+        raise ConfigError("; ".join(lines)) from None
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One row group of one shard, with the offsets of its selected rows: the unit of streaming work."""
+
+    shard_id: str
+    row_group: int
+    rows: tuple[int, ...]  # offsets inside the row group
+    positions: tuple[int, ...]  # indices into RowIndex.records, same order as `rows`
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass
+class RowIndex:
+    """The selected rows of a run: metadata records and where each one's image lives."""
+
+    run: Run
+    records: list[dict[str, Any]]  # metadata + label_id + source; no image bytes
+    locations: list[tuple[str, int, int]]  # (shard_id, row_group, row offset in the group)
+    units: list[Unit] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def _s3_filesystem():
+    """pyarrow's S3 client configured like boto3: AWS_ENDPOINT_URL(_S3), region, env credentials."""
+    from pyarrow import fs as pafs
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    kwargs: dict[str, Any] = {"region": region}
+    if endpoint:
+        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        kwargs["endpoint_override"] = parsed.netloc
+        kwargs["scheme"] = parsed.scheme or "https"
+    return pafs.S3FileSystem(**kwargs)
+
+
+class Run:
+    """A run's committed shards, readable from this process (and, after pickling, from any other).
+
+    File handles and clients are per process: they are dropped when pickled and rebuilt after a fork.
+    """
+
+    def __init__(
+        self,
+        uri: str | os.PathLike,
+        *,
+        io: IoMode = "auto",
+        label_map: LabelMap | Mapping[str, int] | None = None,
+        max_open_files: int = 16,
+    ) -> None:
+        if io not in ("auto", "arrow", "store"):
+            raise ConfigError(f"io: {io!r} is not one of 'auto', 'arrow', 'store'")
+        self.store: Store = open_store(uri)
+        self.uri = self.store.uri
+        self.io = io
+        self.label_map = as_label_map(label_map)
+        self.max_open_files = max_open_files
+        self.shard_ids: list[str] = sorted(committed_shard_ids(self.store))
+        if not self.shard_ids:
+            if isinstance(self.store, LocalStore) and not self.store.root.exists():
+                raise StoreError(f"run {self.uri!r} does not exist")
+            raise StoreError(f"run {self.uri!r} has no committed shards under {SHARDS_PREFIX}")
+        self._pid = os.getpid()
+        self._fs = None
+        self._files: OrderedDict[str, pq.ParquetFile] = OrderedDict()
+
+    # -- per-process handles -------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_fs"] = None
+        state["_files"] = OrderedDict()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pid = -1  # force a fresh store client on first use in this process
+
+    def _check_process(self) -> None:
+        if self._pid != os.getpid():  # forked (DataLoader worker) or unpickled: no shared sockets
+            self._fs = None
+            self._files = OrderedDict()
+            self.store = open_store(self.uri)
+            self._pid = os.getpid()
+
+    @property
+    def is_s3(self) -> bool:
+        return self.uri.startswith("s3://")
+
+    @property
+    def effective_io(self) -> str:
+        return "arrow" if self.io == "auto" else self.io
+
+    def filesystem(self):
+        """(pyarrow filesystem, base path) for this run's root."""
+        self._check_process()
+        if self._fs is None:
+            from pyarrow import fs as pafs
+
+            self._fs = _s3_filesystem() if self.is_s3 else pafs.LocalFileSystem()
+        base = self.uri[len("s3://") :] if self.is_s3 else self.uri
+        return self._fs, base
+
+    def shard_path(self, shard_id: str) -> str:
+        """The shard's path on `filesystem()` (a local path, or bucket/prefix/shards/x.parquet)."""
+        _, base = self.filesystem()
+        return f"{base.rstrip('/')}/{shard_key(shard_id)}"
+
+    def parquet_file(self, shard_id: str) -> pq.ParquetFile:
+        """An open ParquetFile for the shard (kept open, up to `max_open_files` per process)."""
+        self._check_process()
+        pf = self._files.get(shard_id)
+        if pf is not None:
+            self._files.move_to_end(shard_id)
+            return pf
+        if self.effective_io == "store":
+            pf = pq.ParquetFile(_io.BytesIO(self.store.get(shard_key(shard_id))))
+        else:
+            fs, _ = self.filesystem()
+            pf = pq.ParquetFile(fs.open_input_file(self.shard_path(shard_id)))
+        self._files[shard_id] = pf
+        while len(self._files) > self.max_open_files:
+            self._files.popitem(last=False)
+        return pf
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def read_metadata(self, shard_id: str) -> tuple[list[dict[str, Any]], list[int]]:
+        """The shard's rows without image bytes, and its row-group sizes."""
+        pf = self.parquet_file(shard_id)
+        sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
+        rows = pf.read(columns=list(META_COLUMNS)).to_pylist()
+        return rows, sizes
+
+    def read_image_column(self, shard_id: str, row_group: int) -> pa.Array:
+        """The row group's PNG bytes as one Arrow binary array (only the image bytes column is read)."""
+        table = self.parquet_file(shard_id).read_row_group(row_group, columns=["image.bytes"])
+        return table.column("image").combine_chunks().field("bytes")
+
+    def read_image_bytes(self, shard_id: str, row_group: int, rows: Sequence[int] | None = None) -> list[bytes]:
+        """PNG bytes of `rows` (offsets in the row group; all when None)."""
+        col = self.read_image_column(shard_id, row_group)
+        if rows is None:
+            rows = range(len(col))
+        out = []
+        for r in rows:
+            value = col[r]
+            if not value.is_valid:
+                raise StoreError(f"{self.uri}: shard {shard_id} row group {row_group} row {r} has no image")
+            out.append(value.as_py())
+        return out
+
+    def select(self, selection: Selection | None = None) -> RowIndex:
+        """Selected rows in a deterministic order (shard id, then row), grouped into row-group units."""
+        selection = selection or Selection()
+        records: list[dict[str, Any]] = []
+        locations: list[tuple[str, int, int]] = []
+        units: list[Unit] = []
+        no_image = 0
+        for shard_id in self.shard_ids:
+            rows, sizes = self.read_metadata(shard_id)
+            start = 0
+            for rg, size in enumerate(sizes):
+                offsets, positions = [], []
+                for off in range(size):
+                    row = rows[start + off]
+                    if not selection.matches(row):
+                        continue
+                    if row.get("image") is None:
+                        no_image += 1  # a dropped image whose PNG was not saved
+                        continue
+                    row = dict(row)
+                    row["image_path"] = row.pop("image").get("path")
+                    row["label_id"] = self.label_map.id(row["label"])
+                    row["source"] = self.uri
+                    positions.append(len(records))
+                    offsets.append(off)
+                    records.append(row)
+                    locations.append((shard_id, rg, off))
+                if offsets:
+                    units.append(Unit(shard_id, rg, tuple(offsets), tuple(positions)))
+                start += size
+        if no_image:
+            log.info("%s: %d selected row(s) have no saved image and were skipped", self.uri, no_image)
+        return RowIndex(self, records, locations, units)
+
+    def __repr__(self) -> str:
+        return f"Run({self.uri!r}, shards={len(self.shard_ids)}, io={self.io!r})"
+
+
+def open_run(
+    uri: str | os.PathLike | Run,
+    *,
+    io: IoMode = "auto",
+    label_map: LabelMap | Mapping[str, int] | None = None,
+) -> Run:
+    """Open a run's committed shards at a local path or s3://bucket/prefix."""
+    if isinstance(uri, Run):
+        return uri
+    return Run(uri, io=io, label_map=label_map)
+
+
+def counts_by(records: Iterable[Mapping[str, Any]], key: str) -> dict[Any, int]:
+    """How many records have each value of `key` (e.g. ``label``), for quick summaries."""
+    out: dict[Any, int] = {}
+    for r in records:
+        out[r.get(key)] = out.get(r.get(key), 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: str(kv[0])))

@@ -1,0 +1,200 @@
+"""The image filter: scorers turn an image into scores, the rule turns scores into keep/drop + reasons."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dermgen.filters.base import ImageView, Scorer
+from dermgen.filters.color import ClippedScorer, ContrastScorer, InkScorer, TintScorer
+from dermgen.filters.dedup import DuplicateScorer, Fingerprint, MemorisationScorer, fingerprint
+from dermgen.filters.domain import OffDomainScorer
+from dermgen.filters.hair import HairScorer
+from dermgen.filters.lesion import LesionScorer
+from dermgen.filters.names import SCORE_NAMES
+from dermgen.filters.rule import FilterConfig, FilterConfigError, apply_rule, resolve_overrides
+from dermgen.filters.ruler import RulerScorer
+from dermgen.filters.sharpness import BlurScorer
+
+__all__ = ["PRESETS", "FilterResult", "ImageFilter", "ScoredImage", "build_filter", "default_scorers"]
+
+log = logging.getLogger(__name__)
+
+PRESETS = ("default", "none")
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    """The decision for one image: kept, the violated bounds (``["ink>0.025", ...]``) and every score.
+
+    ``scores`` has every name of :data:`SCORE_NAMES` as key; None where not computed.
+    """
+
+    kept: bool
+    reasons: list[str]
+    scores: dict[str, float | None]
+
+
+@dataclass
+class ScoredImage:
+    """The stateless half of an evaluation: scores (``duplicate`` still None) and the fingerprint."""
+
+    scores: dict[str, float | None]
+    fingerprint: Fingerprint | None = field(default=None, repr=False)
+
+
+def default_scorers() -> list[Scorer]:
+    """The stateless scorers of the default filter (duplicates, memorisation and CLIP are added apart)."""
+    return [
+        InkScorer(),
+        BlurScorer(),
+        ContrastScorer(),
+        TintScorer(),
+        ClippedScorer(),
+        HairScorer(),
+        RulerScorer(),
+        LesionScorer(),
+        OffDomainScorer(),
+    ]
+
+
+class ImageFilter:
+    """Scores images and keeps or drops them by the thresholds of a :class:`FilterConfig`.
+
+    Stateless scorers run in :meth:`score` (safe to call from worker processes); :meth:`decide` adds
+    the duplicate score against the images kept so far and applies the rule, and :meth:`evaluate`
+    does both. ``enabled=False`` makes a filter that keeps everything and computes nothing.
+    """
+
+    def __init__(
+        self,
+        config: FilterConfig | None = None,
+        scorers: Sequence[Scorer] | None = None,
+        *,
+        memorisation: MemorisationScorer | None = None,
+        duplicates: bool = True,
+        enabled: bool = True,
+    ) -> None:
+        self.config = config or FilterConfig()
+        self.enabled = enabled
+        self.scorers: list[Scorer] = (
+            list(default_scorers() if scorers is None else scorers) if enabled else []
+        )
+        self.memorisation = memorisation if enabled else None
+        self.duplicates = DuplicateScorer() if (enabled and duplicates) else None
+        self._override_cache: dict[tuple[tuple[str, Any], ...], FilterConfig] = {}
+        unknown = {n for s in self.scorers for n in s.names} - set(SCORE_NAMES)
+        if unknown:
+            raise FilterConfigError(
+                f"scorers produce unknown score names {sorted(unknown)}; known: {SCORE_NAMES}"
+            )
+
+    @property
+    def name_of_thresholds(self) -> dict[str, float | None]:
+        """Override key -> current bound (None = disabled)."""
+        return self.config.thresholds()
+
+    def thresholds(self) -> dict[str, float | None]:
+        return self.config.thresholds()
+
+    def config_for(self, overrides: Mapping[str, Any] | None) -> FilterConfig:
+        """The filter's config with per-entry ``overrides`` on top (validated, cached)."""
+        if not overrides:
+            return self.config
+        key = tuple(sorted(overrides.items(), key=lambda kv: str(kv[0])))
+        try:
+            hit = self._override_cache.get(key)
+        except TypeError:  # unhashable values: validate without caching
+            return self.config.model_copy(update=resolve_overrides(overrides))
+        if hit is None:
+            hit = self.config.model_copy(update=resolve_overrides(overrides))
+            if len(self._override_cache) < 1024:
+                self._override_cache[key] = hit
+        return hit
+
+    def score(self, image: np.ndarray | ImageView) -> ScoredImage:
+        """Run the stateless scorers (and memorisation); ``duplicate`` stays None until :meth:`decide`."""
+        scores: dict[str, float | None] = dict.fromkeys(SCORE_NAMES)
+        if not self.enabled:
+            return ScoredImage(scores)
+        view = image if isinstance(image, ImageView) else ImageView(image)
+        for scorer in self.scorers:
+            for name, value in scorer.compute(view).items():
+                scores[name] = None if value is None or math.isnan(value) else float(value)
+        if self.memorisation is not None:
+            scores["memorisation"] = self.memorisation.compute(view)["memorisation"]
+        fp = fingerprint(view) if self.duplicates is not None else None
+        return ScoredImage(scores, fp)
+
+    def decide(self, scored: ScoredImage, overrides: Mapping[str, Any] | None = None) -> FilterResult:
+        """Add the duplicate score (against the images kept so far), apply the rule, remember kept images."""
+        config = self.config_for(overrides)
+        scores = dict(scored.scores)
+        if not self.enabled:
+            return FilterResult(True, [], scores)
+        if self.duplicates is not None and scored.fingerprint is not None:
+            scores["duplicate"] = self.duplicates.index.similarity(scored.fingerprint)
+        reasons = apply_rule(config, scores)
+        kept = not reasons
+        if kept and self.duplicates is not None and scored.fingerprint is not None:
+            self.duplicates.add(scored.fingerprint)
+        return FilterResult(kept, reasons, scores)
+
+    def evaluate(self, image: np.ndarray, overrides: Mapping[str, Any] | None = None) -> FilterResult:
+        """Score one HxWx3 uint8 RGB image and decide; ``overrides`` apply to this image only."""
+        if overrides:
+            self.config_for(overrides)  # fail on a bad key before any work
+        return self.decide(self.score(image), overrides)
+
+    def reset(self) -> None:
+        """Forget the run state (the images kept so far, used for duplicates)."""
+        if self.duplicates is not None:
+            self.duplicates.reset()
+
+    def __repr__(self) -> str:
+        on = {k: v for k, v in self.config.thresholds().items() if v is not None}
+        return f"ImageFilter(enabled={self.enabled}, thresholds={on})"
+
+
+def build_filter(
+    preset: str = "default",
+    overrides: Mapping[str, Any] | None = None,
+    reference_dir: str | os.PathLike[str] | None = None,
+    clip_model: str | os.PathLike[str] | None = None,
+    *,
+    config: FilterConfig | Mapping[str, Any] | None = None,
+) -> ImageFilter:
+    """Build a filter.
+
+    ``preset``: "default" (all default scorers and thresholds) or "none" (keeps everything, computes
+    nothing, every score None). ``overrides``: key -> bound or None (see :func:`resolve_overrides`).
+    ``reference_dir``: folder of reference (fine-tuning) images for the memorisation check.
+    ``clip_model``: local transformers CLIP model directory for the optional ``clip`` score.
+    ``config``: a full FilterConfig (or mapping of its fields) instead of the default thresholds.
+    """
+    if preset not in PRESETS:
+        raise FilterConfigError(f"unknown filter preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    if preset == "none":
+        if overrides:
+            resolve_overrides(overrides)  # still reject bad keys
+        return ImageFilter(FilterConfig.disabled(), enabled=False)
+    if config is None:
+        base = FilterConfig()
+    elif isinstance(config, FilterConfig):
+        base = config
+    else:
+        base = FilterConfig.parse(config)
+    base = base.model_copy(update=resolve_overrides(overrides)) if overrides else base
+    scorers = default_scorers()
+    if clip_model is not None:
+        from dermgen.filters.clip import ClipScorer
+
+        scorers.append(ClipScorer(clip_model))
+    memorisation = MemorisationScorer(reference_dir) if reference_dir is not None else None
+    return ImageFilter(base, scorers, memorisation=memorisation)

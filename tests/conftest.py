@@ -1,0 +1,131 @@
+"""Shared fixtures: a local Ray, a real S3-compatible server on 127.0.0.1, and small generated runs.
+
+Session-scoped where starting them is slow; every test still asserts on behaviour of its own.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLES_DIR = REPO_ROOT.parent / "shared" / "data" / "derm-t2im-samples"
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+os.environ.setdefault("DERMGEN_ACTOR_STAGGER_S", "0")
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    """The 120 real Derm-T2IM outputs (benign/ and malignant/ PNGs)."""
+    if not SAMPLES_DIR.is_dir():
+        pytest.skip(f"shared samples not found at {SAMPLES_DIR}")
+    return SAMPLES_DIR
+
+
+@pytest.fixture
+def ray_local():
+    """A local Ray (4 logical CPUs) shared across tests; re-started if a test shut it down."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield ray
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible HTTP server (moto) on 127.0.0.1, with credentials and endpoint in the env."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield endpoint
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """A fresh bucket on the loopback S3 server; returns its name."""
+    import re
+    import uuid
+
+    import boto3
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:8]
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+def generate_run(output: str | Path, *, limit: int = 16, filter: str = "none", manifest: str | None = None,
+                 use_ray: bool = False, **kwargs) -> dict:
+    """Generate a tiny-model run (64 px, 4 steps via the smoke manifest's defaults) and return its summary."""
+    from dermgen.config import make_config
+    from dermgen.runner import generate
+
+    cfg = make_config(
+        manifest=manifest or str(REPO_ROOT / "manifests" / "derm_t2im_6k.yaml"),
+        model="tiny",
+        output=str(output),
+        limit=limit,
+        size=64,
+        filter=filter,
+        shard_size=kwargs.pop("shard_size", 4),
+        batch_size=kwargs.pop("batch_size", 4),
+        **kwargs,
+    )
+    return generate(cfg, use_ray=use_ray)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A 16-image run of the 6k manifest with the tiny model, filter off, written in-process."""
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    generate_run(out, limit=16, filter="none")
+    return out
+
+
+def make_lora(path: Path, *, rank: int = 4, alpha: int = 8, seed: int = 0) -> Path:
+    """A random (non-zero) LoRA adapter for the tiny UNet, saved in diffusers format with its metadata."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from dermgen.tiny import tiny_components
+
+    unet = tiny_components()["unet"]
+    cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                     init_lora_weights=False)
+    torch.manual_seed(seed)
+    unet.add_adapter(cfg)
+    path.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(
+        str(path), unet_lora_layers=get_peft_model_state_dict(unet), unet_lora_adapter_metadata=cfg.to_dict()
+    )
+    return path / "pytorch_lora_weights.safetensors"
+
+
+@pytest.fixture(scope="session")
+def tiny_lora(tmp_path_factory) -> Path:
+    """Path of a random LoRA .safetensors file compatible with the tiny model."""
+    return make_lora(tmp_path_factory.mktemp("lora"))

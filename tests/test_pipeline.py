@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+
+from dermgen.errors import ConfigError
+from dermgen.pipeline import LoraSpec, Renderer, model_fingerprint, resolve_model
+from dermgen.samplers import SAMPLER_NAMES, make_scheduler
+
+KW = dict(steps=4, cfg_scale=7.0, width=64, height=64)
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    return Renderer("tiny", batch_size=4, device="cpu")
+
+
+def render(r, seeds, sampler="Euler a", prompt="benign mole"):
+    return r.render([prompt] * len(seeds), [""] * len(seeds), seeds, sampler=sampler, **KW)
+
+
+def test_tiny_preset_renders_64px_uint8(renderer):
+    imgs = render(renderer, [1, 2, 3])
+    assert imgs.shape == (3, 64, 64, 3) and imgs.dtype == np.uint8
+    assert imgs.std() > 5  # not a blank frame
+    assert renderer.identity.model_id == "tiny" and len(renderer.identity.sha256) == 64
+    assert renderer.identity.short_hash == renderer.identity.sha256[:10]
+
+
+def test_same_seed_and_batch_size_give_same_pixels(renderer):
+    a, b = render(renderer, [7, 8]), render(renderer, [7, 8])
+    assert np.array_equal(a, b)
+    c = render(renderer, [9, 8])
+    assert not np.array_equal(a[0], c[0]) and np.array_equal(a[1], c[1])  # one generator per image
+
+
+def test_identity_is_the_same_in_every_process(renderer):
+    again = Renderer("tiny", batch_size=1)
+    assert again.identity.sha256 == renderer.identity.sha256
+
+
+@pytest.mark.parametrize("name", SAMPLER_NAMES)
+def test_every_study_sampler_maps_to_a_scheduler(renderer, name):
+    sched = make_scheduler(name, dict(renderer.pipe.scheduler.config))
+    expected = {"Euler": "EulerDiscreteScheduler", "Euler a": "EulerAncestralDiscreteScheduler",
+                "PLMS": "PNDMScheduler", "DDIM": "DDIMScheduler", "DPM++ 2M Karras": "DPMSolverMultistepScheduler"}
+    assert type(sched).__name__ == expected[name]
+    assert render(renderer, [1], sampler=name).shape == (1, 64, 64, 3)
+
+
+def test_samplers_differ(renderer):
+    assert not np.array_equal(render(renderer, [3], "Euler"), render(renderer, [3], "PLMS"))
+
+
+def test_unknown_sampler_is_refused():
+    with pytest.raises(ValueError, match="unknown sampler 'k_lms'"):
+        make_scheduler("k_lms", {})
+
+
+def test_lora_changes_output_and_scale_zero_is_the_base_model(renderer, tiny_lora):
+    base = render(renderer, [1, 2])
+    info = renderer.set_loras([LoraSpec(str(tiny_lora), 1.0)])
+    with_lora = render(renderer, [1, 2])
+    renderer.set_loras([LoraSpec(str(tiny_lora), 0.0)])
+    zero = render(renderer, [1, 2])
+    renderer.set_loras([])
+    after = render(renderer, [1, 2])
+    assert np.abs(with_lora.astype(int) - base).mean() > 1.0
+    assert np.array_equal(zero, base) and np.array_equal(after, base)
+    assert info[0]["sha256"] and info[0]["scale"] == 1.0
+
+
+def test_fused_lora_matches_unfused(tiny_lora):
+    fused = Renderer("tiny", batch_size=2, fuse_lora=True)
+    unfused = Renderer("tiny", batch_size=2, fuse_lora=False)
+    for r in (fused, unfused):
+        r.set_loras([LoraSpec(str(tiny_lora), 0.7)])
+    diff = np.abs(render(fused, [4, 5]).astype(int) - render(unfused, [4, 5]))
+    assert diff.max() <= 2 and diff.mean() < 0.1
+
+
+def test_lora_spec_parsing():
+    assert LoraSpec.parse("a/b.safetensors:0.5") == LoraSpec("a/b.safetensors", 0.5)
+    assert LoraSpec.parse("s3://bucket/x.safetensors") == LoraSpec("s3://bucket/x.safetensors", 1.0)
+    with pytest.raises(ConfigError, match="out of range"):
+        LoraSpec.parse("x.safetensors:3")
+
+
+def test_model_references_are_checked_without_loading(tmp_path):
+    assert model_fingerprint("tiny").startswith("tiny:")
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_model(str(tmp_path / "missing.safetensors"))
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"not really")
+    with pytest.raises(ConfigError, match="pickled checkpoint"):
+        resolve_model(str(ckpt))
+    assert resolve_model(str(ckpt), allow_pickle=True).kind == "single_file"
+    st = tmp_path / "m.safetensors"
+    st.write_bytes(b"x")
+    assert model_fingerprint(str(st)).startswith("sha256:")
+
+
+def test_batch_padding_keeps_shapes(renderer):
+    one = render(renderer, [11])
+    four = render(renderer, [11, 12, 13, 14])
+    assert one.shape[0] == 1 and np.array_equal(one[0], four[0])  # always padded to batch_size
