@@ -52,7 +52,7 @@ class Entry(BaseModel):
     negative_prompt: str = ""
     count: int = Field(gt=0, le=10_000_000)
     samplers: list[str] = Field(default_factory=lambda: ["Euler a"], min_length=1)
-    steps: int | StepsRange = 20
+    steps: StepsRange = Field(default_factory=lambda: StepsRange(min=20, max=20))
     cfg_scale: float = Field(7.0, ge=1.0, le=30.0)
     size: int | tuple[int, int] = 512
     seed_base: int | None = Field(None, ge=0, lt=2**62)
@@ -86,19 +86,28 @@ class Entry(BaseModel):
     @field_validator("steps", mode="before")
     @classmethod
     def _steps_forms(cls, v: Any) -> Any:
-        if isinstance(v, str) and re.fullmatch(r"\s*\d+\s*-\s*\d+\s*", v):
-            lo, hi = (int(x) for x in v.split("-"))
-            return {"min": lo, "max": hi}
-        if isinstance(v, (list, tuple)) and len(v) == 2:
-            return {"min": v[0], "max": v[1]}
-        return v
-
-    @field_validator("steps")
-    @classmethod
-    def _steps_range(cls, v: int | StepsRange) -> int | StepsRange:
-        if isinstance(v, int) and not 1 <= v <= MAX_STEPS:
-            raise ValueError(f"must be between 1 and {MAX_STEPS}")
-        return v
+        """Accept 22, "20-26", [20, 26] or {min, max}; one clear message for anything else."""
+        if isinstance(v, StepsRange):
+            return v
+        lo = hi = None
+        if isinstance(v, bool):
+            pass
+        elif isinstance(v, int):
+            lo = hi = v
+        elif isinstance(v, str) and re.fullmatch(r"\s*\d+\s*(-\s*\d+\s*)?", v):
+            parts = [int(x) for x in v.split("-")]
+            lo, hi = parts[0], parts[-1]
+        elif isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) for x in v):
+            lo, hi = v
+        elif isinstance(v, dict) and set(v) == {"min", "max"}:
+            lo, hi = v["min"], v["max"]
+        if not isinstance(lo, int) or not isinstance(hi, int):
+            raise ValueError("expected a step count (e.g. 22) or a range like '20-26'")
+        if not (1 <= lo <= MAX_STEPS and 1 <= hi <= MAX_STEPS):
+            raise ValueError(f"steps must be between 1 and {MAX_STEPS}")
+        if lo > hi:
+            raise ValueError(f"range start {lo} is greater than its end {hi}")
+        return {"min": lo, "max": hi}
 
     @field_validator("size", mode="before")
     @classmethod
@@ -124,7 +133,7 @@ class Entry(BaseModel):
 
     @property
     def steps_bounds(self) -> tuple[int, int]:
-        return (self.steps, self.steps) if isinstance(self.steps, int) else (self.steps.min, self.steps.max)
+        return (self.steps.min, self.steps.max)
 
 
 class Manifest(BaseModel):
@@ -169,7 +178,12 @@ def _format_validation(source: str, exc: ValidationError) -> str:
             msg = msg[len("Value error, ") :]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"{source}: {loc or '<root>'}: {msg} (got {err.get('input')!r})")
+        if err["type"] == "missing":
+            lines.append(f"{source}: {loc}: missing required key")
+            continue
+        got = repr(err.get("input"))
+        got = got if len(got) <= 80 else got[:77] + "..."
+        lines.append(f"{source}: {loc or '<root>'}: {msg} (got {got})")
     return "\n".join(lines)
 
 

@@ -455,3 +455,73 @@ def model_fingerprint(model: str, *, allow_pickle: bool = False) -> str:
     if resolved.kind == "diffusers":
         return "sha256:" + sha256_tree(resolved.path)
     return "sha256:" + sha256_file(resolved.path)
+
+
+def _unet_config_for(model: str) -> dict[str, Any] | None:
+    """The UNet config of a model argument, read without loading weights (None if unknown)."""
+    import json
+
+    if model == "tiny":
+        from dermgen.tiny import TINY_UNET_CONFIG
+
+        return dict(TINY_UNET_CONFIG)
+    p = Path(model).expanduser()
+    if p.is_dir() and (p / "unet" / "config.json").exists():
+        return json.loads((p / "unet" / "config.json").read_text())
+    packaged = CONFIG_DIR / "sd15" / "unet" / "config.json"  # single-file SD 1.x checkpoints, derm-t2im
+    return json.loads(packaged.read_text()) if packaged.exists() else None
+
+
+def check_lora_compatible(lora_path: str, model: str) -> None:
+    """Refuse a LoRA whose adapted layers do not exist in the base UNet or have other shapes.
+
+    Reads only the adapter's safetensors header and builds the UNet on the meta device (no weights),
+    so a mismatch costs milliseconds instead of a failed GPU job. Adapters in other key layouts
+    (e.g. kohya `lora_unet_*`) are checked when loaded.
+    """
+    if lora_path.startswith("s3://"):
+        return
+    p = Path(lora_path)
+    files = sorted(p.glob("*.safetensors")) if p.is_dir() else [p]
+    if not files or not files[0].suffix == ".safetensors":
+        return
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(files[0]), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - not a readable safetensors file
+        raise ConfigError(f"--lora: {lora_path!r} is not a readable safetensors file ({exc})") from None
+    unet_keys = {k[len("unet.") :]: v for k, v in shapes.items() if k.startswith("unet.") and ".lora_" in k}
+    if not unet_keys:
+        if not any(k.startswith(("unet.", "text_encoder.", "lora_unet_", "lora_te_")) for k in shapes):
+            raise ConfigError(f"--lora: {lora_path!r} holds no LoRA weights (no unet.* or lora_unet_* tensors)")
+        return
+    config = _unet_config_for(model)
+    if config is None:
+        return
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(config)
+    modules = dict(unet.named_modules())
+    problems = []
+    for key, shape in sorted(unet_keys.items()):
+        name, _, rest = key.partition(".lora_")
+        layer = modules.get(name)
+        if layer is None:
+            problems.append(f"{name}: no such layer in the base model")
+            continue
+        w = getattr(layer, "weight", None)
+        if w is None or len(shape) < 2:
+            continue
+        if rest.startswith("A.") and shape[1] != w.shape[1]:
+            problems.append(f"{name}: adapter input size {shape[1]}, base layer {w.shape[1]}")
+        elif rest.startswith("B.") and shape[0] != w.shape[0]:
+            problems.append(f"{name}: adapter output size {shape[0]}, base layer {w.shape[0]}")
+    if problems:
+        raise ConfigError(
+            f"--lora: {lora_path!r} is incompatible with the base model {model!r}: {len(problems)} of "
+            f"{len(unet_keys)} adapter tensors do not fit (first: {problems[0]})"
+        )

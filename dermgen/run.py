@@ -17,7 +17,7 @@ from typing import Any
 from dermgen.config import GenerateConfig
 from dermgen.errors import ConfigError, PlanMismatchError
 from dermgen.manifest import Manifest, load_manifest, manifest_hash
-from dermgen.pipeline import LoraSpec, check_lora_file, model_fingerprint
+from dermgen.pipeline import LoraSpec, check_lora_compatible, check_lora_file, model_fingerprint
 from dermgen.plan import Plan, plan_run
 from dermgen.provenance import environment, redact
 from dermgen.scheduler import ShardScheduler
@@ -78,15 +78,14 @@ def plan_for(config: GenerateConfig, manifest: Manifest) -> Plan:
 def validate(config: GenerateConfig) -> tuple[Manifest, Plan, list[LoraSpec], str]:
     """Everything that can be checked without a GPU or a store: manifest, LoRA files, model reference."""
     manifest = load_manifest(config.resolved_manifest())
+    model = model_arg(config, manifest)
     loras = [LoraSpec.parse(text) for text in config.lora]
-    for spec in loras:
-        check_lora_file(spec.path, allow_pickle=config.allow_pickle)
-    for entry in manifest.entries:
-        for lr in entry.loras:
-            check_lora_file(lr.path, allow_pickle=config.allow_pickle)
+    for path in [s.path for s in loras] + [lr.path for e in manifest.entries for lr in e.loras]:
+        check_lora_file(path, allow_pickle=config.allow_pickle)
+        check_lora_compatible(path, model)
     if config.filter_overrides and config.filter == "none":
         raise ConfigError("--filter-override: thresholds given but --filter is none")
-    fingerprint = model_fingerprint(model_arg(config, manifest), allow_pickle=config.allow_pickle)
+    fingerprint = model_fingerprint(model, allow_pickle=config.allow_pickle)
     return manifest, plan_for(config, manifest), loras, fingerprint
 
 

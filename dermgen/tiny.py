@@ -11,6 +11,19 @@ import string
 TINY_SEED = 0
 TINY_DEFAULT_SIZE = 64
 
+TINY_UNET_CONFIG = {
+    "sample_size": TINY_DEFAULT_SIZE // 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 1,
+    "block_out_channels": (32, 64),
+    "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": 32,
+    "attention_head_dim": 8,
+    "norm_num_groups": 32,
+}
+
 _WORDS = (
     "benign malignant skin mole moles lesion small tiny large multiple on of the centre center "
     "right left hand neck back arm leg face light dark medium brown skin-tone"
@@ -56,18 +69,7 @@ def tiny_components(seed: int = TINY_SEED) -> dict:
 
     tokenizer = tiny_tokenizer()
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=TINY_DEFAULT_SIZE // 8,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=32,
-    )
+    unet = UNet2DConditionModel(**TINY_UNET_CONFIG)
     torch.manual_seed(seed + 1)
     vae = AutoencoderKL(
         in_channels=3,

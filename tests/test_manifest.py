@@ -41,7 +41,7 @@ def test_defaults_merge_and_entry_overrides():
         }
     )
     a, b = m.entries
-    assert a.samplers == ["PLMS"] and a.steps == 22 and a.width_height == (256, 256)
+    assert a.samplers == ["PLMS"] and a.steps_bounds == (22, 22) and a.width_height == (256, 256)
     assert b.samplers == ["Euler a"] and b.steps_bounds == (20, 24) and b.width_height == (512, 384)
 
 
