@@ -101,6 +101,12 @@ def add_generate_args(
         help="most samples per entry, as a multiple of its kept target (default: %(default)s)",
     )
     p.add_argument("--num-actors", type=int, default=None, help="generator actors (default: one per GPU)")
+    p.add_argument(
+        "--cpus-per-actor",
+        type=float,
+        default=1.0,
+        help="CPUs reserved per actor; on CPU-only machines also its torch threads (default: %(default)s)",
+    )
     p.add_argument("--shard-size", type=int, default=64, help="samples per shard (default: %(default)s)")
     p.add_argument(
         "--batch-size", type=int, default=8, help="images per diffusion batch (default: %(default)s)"
@@ -255,7 +261,7 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "filelock", "httpx"):
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "filelock", "httpx", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

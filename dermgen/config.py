@@ -32,6 +32,7 @@ class GenerateConfig(BaseModel):
     save_dropped: bool = True
     cap_factor: float = Field(DEFAULT_CAP_FACTOR, ge=1.0, le=100.0)
     num_actors: int | None = Field(None, gt=0)
+    cpus_per_actor: float = Field(1.0, gt=0)
     shard_size: int = Field(DEFAULT_SHARD_SIZE, gt=0, le=100_000)
     batch_size: int = Field(8, gt=0, le=256)
     block: int = Field(DEFAULT_BLOCK, gt=0)

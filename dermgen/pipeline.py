@@ -226,30 +226,9 @@ def load_pipeline(resolved: ResolvedModel, *, device: str, dtype: str | None = N
 
 def _load_single_file(path: str, torch_dtype):
     """Load an SD 1.x single-file (LDM layout) checkpoint offline with the configs shipped in the package."""
-    from diffusers import StableDiffusionPipeline
+    from dermgen.single_file import load_single_file
 
-    sd15 = CONFIG_DIR / "sd15"
-    original = Path(path).with_suffix(".yaml")
-    kwargs: dict[str, Any] = {}
-    if original.exists():
-        kwargs["original_config"] = str(original)
-    else:
-        kwargs["original_config"] = str(CONFIG_DIR / "v1-inference.yaml")
-    try:
-        return StableDiffusionPipeline.from_single_file(
-            path,
-            config=str(sd15),
-            local_files_only=True,
-            torch_dtype=torch_dtype,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-            **kwargs,
-        )
-    except Exception as exc:
-        raise ConfigError(
-            f"--model: {path!r} could not be loaded as a Stable Diffusion 1.x single-file checkpoint: {exc}"
-        ) from exc
+    return load_single_file(path, torch_dtype)
 
 
 class Renderer:
@@ -342,8 +321,11 @@ class Renderer:
                     yield f"{id(module)}.{name}", layer.base_layer
 
     def _snapshot_base_weights(self) -> None:
-        self._base_weights = {k: layer.weight.detach().clone() for k, layer in self._lora_layers()
-                              if k not in getattr(self, "_base_weights", {})} | getattr(self, "_base_weights", {})
+        self._base_weights = {
+            k: layer.weight.detach().clone()
+            for k, layer in self._lora_layers()
+            if k not in getattr(self, "_base_weights", {})
+        } | getattr(self, "_base_weights", {})
 
     def _restore_base_weights(self) -> None:
         import torch
@@ -495,7 +477,9 @@ def check_lora_compatible(lora_path: str, model: str) -> None:
     unet_keys = {k[len("unet.") :]: v for k, v in shapes.items() if k.startswith("unet.") and ".lora_" in k}
     if not unet_keys:
         if not any(k.startswith(("unet.", "text_encoder.", "lora_unet_", "lora_te_")) for k in shapes):
-            raise ConfigError(f"--lora: {lora_path!r} holds no LoRA weights (no unet.* or lora_unet_* tensors)")
+            raise ConfigError(
+                f"--lora: {lora_path!r} holds no LoRA weights (no unet.* or lora_unet_* tensors)"
+            )
         return
     config = _unet_config_for(model)
     if config is None:

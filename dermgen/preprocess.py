@@ -192,27 +192,25 @@ def is_run(uri: str | os.PathLike) -> bool:
     return (p / "run.json").is_file() or (p / "shards").is_dir()
 
 
-def _folder_sources(root: Path) -> list[ImageSource]:
+def _folder_sources(root: Path, arg: str) -> list[ImageSource]:
     if not root.is_dir():
-        raise ConfigError(f"input: {str(root)!r} is not a folder; expected <root>/<label>/*.png|jpg or a run")
+        raise ConfigError(f"{arg}: {str(root)!r} is not a folder; expected <root>/<label>/*.png|jpg or a run")
     out: list[ImageSource] = []
     for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(
-            f for f in label_dir.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-        )
+        files = sorted(f for f in label_dir.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
         stems = Counter(f.stem for f in files)
         for f in files:
             name = f.stem if stems[f.stem] == 1 else f"{f.stem}_{f.suffix.lower().lstrip('.')}"
             out.append(ImageSource(label_dir.name, name, str(f.relative_to(root)), path=str(f)))
     if not out:
         raise ConfigError(
-            f"input: {str(root)!r} holds no images in label folders; expected <root>/<label>/*.png|jpg|jpeg "
+            f"{arg}: {str(root)!r} holds no images in label folders; expected <root>/<label>/*.png|jpg|jpeg "
             "(e.g. isic/benign/ISIC_0000000.jpg)"
         )
     return out
 
 
-def _run_sources(uri: str) -> list[ImageSource]:
+def _run_sources(uri: str, arg: str) -> list[ImageSource]:
     from dermgen.shards import read_rows
     from dermgen.store import open_store
 
@@ -230,16 +228,21 @@ def _run_sources(uri: str) -> list[ImageSource]:
             continue
         out.append(ImageSource(row["label"], row["sample_id"], f"{uri}#{row['sample_id']}", data=data))
     if not out:
-        raise ConfigError(f"input: run {uri!r} has no kept rows with images")
+        raise ConfigError(f"{arg}: run {uri!r} has no kept rows with images")
     return sorted(out, key=lambda s: (s.label, s.name))
 
 
-def list_sources(uri: str | os.PathLike) -> list[ImageSource]:
-    """The images of a labelled folder or the kept rows of a run, sorted by (label, name)."""
-    return _run_sources(str(uri)) if is_run(uri) else _folder_sources(Path(uri))
+def list_sources(uri: str | os.PathLike, *, arg: str = "input") -> list[ImageSource]:
+    """The images of a labelled folder or the kept rows of a run, sorted by (label, name).
+
+    ``arg`` names the argument in error messages (``input``, ``--data``, ``--class-data``).
+    """
+    return _run_sources(str(uri), arg) if is_run(uri) else _folder_sources(Path(uri), arg)
 
 
-def preprocess_image(image: np.ndarray, resolution: int, remove: bool = True) -> tuple[np.ndarray, dict[str, float]]:
+def preprocess_image(
+    image: np.ndarray, resolution: int, remove: bool = True
+) -> tuple[np.ndarray, dict[str, float]]:
     """Resize/crop then (optionally) remove hair; returns the image and its hair statistics."""
     image = resize_center_crop(image, resolution)
     before = hair_score(image)

@@ -85,6 +85,20 @@ def validate(config: GenerateConfig) -> tuple[Manifest, Plan, list[LoraSpec], st
         check_lora_compatible(path, model)
     if config.filter_overrides and config.filter == "none":
         raise ConfigError("--filter-override: thresholds given but --filter is none")
+    if config.filter != "none":
+        from dermgen.filters import FilterConfigError, resolve_overrides
+
+        try:
+            resolve_overrides(config.filter_overrides)
+        except FilterConfigError as exc:
+            raise ConfigError(f"--filter-override: {exc}") from None
+        for entry in manifest.entries:
+            try:
+                resolve_overrides(entry.filter)
+            except FilterConfigError as exc:
+                raise ConfigError(
+                    f"{config.resolved_manifest().name}: entries[{entry.id}].filter: {exc}"
+                ) from None
     fingerprint = model_fingerprint(model, allow_pickle=config.allow_pickle)
     return manifest, plan_for(config, manifest), loras, fingerprint
 

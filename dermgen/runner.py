@@ -87,7 +87,8 @@ def _pool_shape(run: PreparedRun) -> tuple[int, dict[str, float]]:
         n = gpus
     else:
         n = max(1, int(resources.get("CPU", 1)) - 1)
-    return n, ({"num_gpus": 1, "num_cpus": 1} if want_gpu else {"num_cpus": 1})
+    cpus = run.config.cpus_per_actor
+    return n, ({"num_gpus": 1, "num_cpus": cpus} if want_gpu else {"num_cpus": cpus})
 
 
 def run_generation(run: PreparedRun) -> dict[str, Any]:
@@ -106,6 +107,7 @@ def run_generation(run: PreparedRun) -> dict[str, Any]:
         pings: dict[Any, str] = {}
         inflight: dict[Any, tuple[str, Any]] = {}  # ref -> (actor name, shard)
         retries: dict[str, int] = {}
+        shard_log: list[dict[str, Any]] = []
         infos: dict[str, dict[str, Any]] = {}
         created = 0
         max_actors = 3 * n_actors + 2
@@ -207,6 +209,7 @@ def run_generation(run: PreparedRun) -> dict[str, Any]:
                     continue
                 run.scheduler.complete(shard, summary)
                 progress.update(summary)
+                shard_log.append({k: summary[k] for k in ("shard_id", "actor", "started_at", "finished_at")})
                 last_progress_at = time.time()
             if (
                 not any(s == "ready" for s in state.values())
@@ -227,6 +230,7 @@ def run_generation(run: PreparedRun) -> dict[str, Any]:
         stats = progress.stats()
         stats["actors"] = infos
         stats["actors_created"] = created
+        stats["shards"] = shard_log
         return finalize_run(run, stats)
     finally:
         if started_ray:

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import io
 import logging
+import random
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dermgen.errors import StoreError
 from dermgen.schema import SHARD_SCHEMA
 from dermgen.store import Store
 
@@ -56,30 +59,42 @@ class CommitResult:
     committed: bool  # False: another attempt had already committed this shard
 
 
+COMMIT_TRIES = 5
+
+
 def commit_shard(
     store: Store, shard_id: str, rows: list[dict], written_images: Iterable[str]
 ) -> CommitResult:
-    """Commit a shard's rows atomically; on losing the race, delete this attempt's own PNGs."""
+    """Commit a shard's rows atomically; on losing the race, delete this attempt's own PNGs.
+
+    "Not created" is only taken as a lost race once another attempt's object is seen in its place: our
+    own object there means the answer to our write was lost; no object at all (S3's 409
+    ConditionalRequestConflict, a winner deleted since) means try again.
+    """
     data = table_to_parquet(rows_to_table(rows))
     key = shard_key(shard_id)
-    if store.put_if_absent(key, data):
-        return CommitResult(shard_id, True)
-    if _holds(store, key, data):
-        # Our own write: its answer was lost (reset, timeout) and the retried conditional PUT met it.
-        log.info("shard %s: the commit's answer was lost, but the stored object is this attempt's", shard_id)
-        return CommitResult(shard_id, True)
-    log.info("shard %s was already committed by another attempt; discarding this attempt", shard_id)
-    for image in written_images:
-        store.delete(image)
-    return CommitResult(shard_id, False)
-
-
-def _holds(store: Store, key: str, data: bytes) -> bool:
-    """Whether `key` holds exactly `data` (every attempt's Parquet differs: attempt ids, timestamps)."""
-    try:
-        return store.get(key) == data
-    except KeyError:
-        return False
+    for attempt in range(COMMIT_TRIES):
+        if attempt:
+            time.sleep(random.uniform(0, 0.1 * 2**attempt))  # a conflicting request may still be running
+        if store.put_if_absent(key, data):
+            return CommitResult(shard_id, True)
+        try:
+            existing = store.get(key)
+        except KeyError:
+            log.info("shard %s: conditional write refused but no object is there; retrying", shard_id)
+            continue
+        if existing == data:  # every attempt's Parquet is unique (attempt ids, timestamps)
+            log.info(
+                "shard %s: the commit's answer was lost, but the stored object is this attempt's", shard_id
+            )
+            return CommitResult(shard_id, True)
+        log.info("shard %s was already committed by another attempt; discarding this attempt", shard_id)
+        for image in written_images:
+            store.delete(image)
+        return CommitResult(shard_id, False)
+    raise StoreError(
+        f"shard {shard_id}: commit refused {COMMIT_TRIES} times with no object at {store.url(key)}"
+    )
 
 
 def committed_shard_ids(store: Store) -> set[str]:

@@ -21,6 +21,15 @@ from dermgen.errors import StoreError
 log = logging.getLogger(__name__)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def _check_key(key: str) -> str:
     parts = key.split("/")
     if key.startswith("/") or any(p in ("", ".", "..") for p in parts):
@@ -88,6 +97,7 @@ class LocalStore(Store):
     def _write_temp(self, path: Path, data: bytes) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; runs are shared data, honour the umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -2,7 +2,8 @@
 
 Reads every committed shard and checks Parquet integrity and schema, rows against the plan rebuilt
 from run.json (ids, seeds, samplers), image bytes against their sha256, PNG objects against rows,
-duplicate sample ids, and orphaned PNGs. Every problem is reported, not just the first.
+duplicate sample ids, orphaned PNGs, and (once summary.json marks the run finished) planned shards
+that are missing. Every problem is reported, not just the first.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from dermgen.hashing import sha256_bytes
 from dermgen.manifest import parse_manifest
 from dermgen.plan import make_shard, plan_run
 from dermgen.schema import SHARD_SCHEMA
-from dermgen.shards import IMAGES_PREFIX, RUN_JSON, SHARDS_PREFIX, committed_shard_ids, shard_key
+from dermgen.shards import (
+    IMAGES_PREFIX,
+    RUN_JSON,
+    SHARDS_PREFIX,
+    SUMMARY_JSON,
+    committed_shard_ids,
+    shard_key,
+)
 from dermgen.store import Store
 
 log = logging.getLogger(__name__)
@@ -169,6 +177,11 @@ def verify_run(store: Store, *, check_images: bool = True) -> VerifyReport:
     if plan is not None:
         base = {s.shard_id for s in plan.shards}
         report.missing_shards = sorted(base - set(committed))
+        if report.missing_shards and store.exists(SUMMARY_JSON):  # finished runs hold every base shard
+            for shard_id in report.missing_shards:
+                report.problems.append(
+                    f"{shard_key(shard_id)}: planned shard missing although {SUMMARY_JSON} marks the run finished"
+                )
     return report
 
 

@@ -127,6 +127,7 @@ class ShardWorker:
     def run_shard(self, shard: Shard, entry_filter: dict[str, float | None] | None = None) -> dict[str, Any]:
         """Render, score and write every sample of `shard`, then commit it. Returns a small summary."""
         t0 = time.perf_counter()
+        started_at = time.time()
         attempt_id = uuid.uuid4().hex[:12]
         rows: list[dict] = []
         written: list[str] = []
@@ -165,6 +166,8 @@ class ShardWorker:
             "kept": sum(bool(r["kept"]) for r in rows),
             "drop_reasons": dict(reasons),
             "seconds": time.perf_counter() - t0,
+            "started_at": started_at,
+            "finished_at": time.time(),
             "gen_seconds": gen_seconds,
             "actor": self.actor,
             "node": self.node,

@@ -33,7 +33,7 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield ray
 
 
@@ -76,8 +76,15 @@ def s3_bucket(s3_server, request):
     return name
 
 
-def generate_run(output: str | Path, *, limit: int = 16, filter: str = "none", manifest: str | None = None,
-                 use_ray: bool = False, **kwargs) -> dict:
+def generate_run(
+    output: str | Path,
+    *,
+    limit: int = 16,
+    filter: str = "none",
+    manifest: str | None = None,
+    use_ray: bool = False,
+    **kwargs,
+) -> dict:
     """Generate a tiny-model run (64 px, 4 steps via the smoke manifest's defaults) and return its summary."""
     from dermgen.config import make_config
     from dermgen.runner import generate
@@ -114,8 +121,9 @@ def make_lora(path: Path, *, rank: int = 4, alpha: int = 8, seed: int = 0) -> Pa
     from dermgen.tiny import tiny_components
 
     unet = tiny_components()["unet"]
-    cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                     init_lora_weights=False)
+    cfg = LoraConfig(
+        r=rank, lora_alpha=alpha, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
+    )
     torch.manual_seed(seed)
     unet.add_adapter(cfg)
     path.mkdir(parents=True, exist_ok=True)

@@ -21,81 +21,236 @@ def write_lora_for_sd15(path: Path) -> Path:
     from safetensors.torch import save_file
 
     key = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
-    save_file({f"{key}.lora_A.weight": torch.zeros(4, 320), f"{key}.lora_B.weight": torch.zeros(320, 4)}, str(path))
+    save_file(
+        {f"{key}.lora_A.weight": torch.zeros(4, 320), f"{key}.lora_B.weight": torch.zeros(320, 4)}, str(path)
+    )
     return path
 
 
 # (case id, manifest document or raw YAML text, extra CLI args, exit code, exact error text)
 CASES = [
-    ("malformed_yaml", "name: m\nentries: [\n  - id: a\n", [], 2,
-     "m.yaml: malformed YAML at line 3, column 3: expected the node content, but found '-'"),
+    (
+        "malformed_yaml",
+        "name: m\nentries: [\n  - id: a\n",
+        [],
+        2,
+        "m.yaml: malformed YAML at line 3, column 3: expected the node content, but found '-'",
+    ),
     ("unknown_key", manifest_with(colour="red"), [], 2, "m.yaml: entries[0].colour: unknown key (got 'red')"),
     ("unknown_top_level_key", {**manifest_with(), "seeds": 3}, [], 2, "m.yaml: seeds: unknown key (got 3)"),
-    ("count_wrong_type", manifest_with(count="ten"), [], 2,
-     "m.yaml: entries[0].count: Input should be a valid integer, unable to parse string as an integer (got 'ten')"),
-    ("count_negative", manifest_with(count=-3), [], 2,
-     "m.yaml: entries[0].count: Input should be greater than 0 (got -3)"),
-    ("count_zero", manifest_with(count=0), [], 2, "m.yaml: entries[0].count: Input should be greater than 0 (got 0)"),
-    ("unknown_sampler", manifest_with(samplers=["k_euler"]), [], 2,
-     "m.yaml: entries[0].samplers: unknown sampler 'k_euler', expected one of Euler, Euler a, PLMS, DDIM, "
-     "DPM++ 2M Karras (got ['k_euler'])"),
-    ("steps_zero", manifest_with(steps=0), [], 2, "m.yaml: entries[0].steps: steps must be between 1 and 150 (got 0)"),
-    ("steps_too_many", manifest_with(steps="20-500"), [], 2,
-     "m.yaml: entries[0].steps: steps must be between 1 and 150 (got '20-500')"),
-    ("steps_reversed", manifest_with(steps="26-20"), [], 2,
-     "m.yaml: entries[0].steps: range start 26 is greater than its end 20 (got '26-20')"),
-    ("steps_garbage", manifest_with(steps="many"), [], 2,
-     "m.yaml: entries[0].steps: expected a step count (e.g. 22) or a range like '20-26' (got 'many')"),
-    ("cfg_out_of_range", manifest_with(cfg_scale=50), [], 2,
-     "m.yaml: entries[0].cfg_scale: Input should be less than or equal to 30 (got 50)"),
-    ("size_not_multiple_of_8", manifest_with(size=500), [], 2,
-     "m.yaml: entries[0].size: sides must be multiples of 8 between 64 and 2048 (got 500)"),
-    ("size_too_small", manifest_with(size=32), [], 2,
-     "m.yaml: entries[0].size: sides must be multiples of 8 between 64 and 2048 (got 32)"),
-    ("bad_label", manifest_with(label="atypical"), [], 2,
-     "m.yaml: entries[0].label: Input should be 'benign' or 'malignant' (got 'atypical')"),
-    ("duplicate_ids", {"name": "m", "model": "tiny", "entries": [GOOD_ENTRY, GOOD_ENTRY]}, [], 2,
-     "m.yaml: entries: duplicate entry id 'a'; ids must be unique (got [{'id': 'a', 'label': 'benign', "
-     "'prompt': 'benign mole', 'count': 2}, {'id': ...)"),
-    ("id_escapes_prefix", manifest_with(id="../../etc"), [], 2,
-     "m.yaml: entries[0].id: must be 1-128 characters of letters, digits, '_', '-', '.', start with a letter or "
-     "digit, and contain no '..' or '/' (ids become object keys under the output prefix) (got '../../etc')"),
-    ("id_absolute_path", manifest_with(id="/abs/path"), [], 2,
-     "m.yaml: entries[0].id: must be 1-128 characters of letters, digits, '_', '-', '.', start with a letter or "
-     "digit, and contain no '..' or '/' (ids become object keys under the output prefix) (got '/abs/path')"),
-    ("missing_prompt", {"name": "m", "entries": [{"id": "a", "label": "benign", "count": 1}]}, [], 2,
-     "m.yaml: entries[0].prompt: missing required key"),
-    ("empty_entries", {"name": "m", "entries": []}, [], 2,
-     "m.yaml: entries: List should have at least 1 item after validation, not 0 (got [])"),
-    ("not_a_mapping", "- just\n- a list\n", [], 2, "m.yaml: expected a mapping with 'name' and 'entries', got list"),
-    ("lora_scale_in_manifest", manifest_with(loras=[{"path": "x.safetensors", "scale": 5}]), [], 2,
-     "m.yaml: entries[0].loras[0].scale: Input should be less than or equal to 2 (got 5)"),
-    ("missing_model_file", manifest_with(), ["--model", "{tmp}/nope.safetensors"], 2,
-     "--model: '{tmp}/nope.safetensors' does not exist; expected a preset ('derm-t2im', 'tiny'), a local diffusers "
-     "folder or .safetensors file, or an s3:// URI"),
-    ("pickled_checkpoint", manifest_with(), ["--model", "{tmp}/model.ckpt"], 2,
-     "--model: '{tmp}/model.ckpt' is a pickled checkpoint, which can run arbitrary code when loaded; expected a "
-     ".safetensors file (pass --allow-pickle to load it anyway)"),
-    ("missing_lora", manifest_with(), ["--lora", "{tmp}/missing.safetensors:0.5"], 2,
-     "--lora: '{tmp}/missing.safetensors' does not exist; expected a .safetensors LoRA file"),
-    ("pickled_lora", manifest_with(), ["--lora", "{tmp}/adapter.bin"], 2,
-     "--lora: '{tmp}/adapter.bin' is a pickled checkpoint, which can run arbitrary code when loaded; expected a "
-     ".safetensors file (pass --allow-pickle to load it anyway)"),
-    ("lora_scale_cli", manifest_with(), ["--lora", "{tmp}/sd15_lora.safetensors:9"], 2,
-     "--lora: scale 9.0 in '{tmp}/sd15_lora.safetensors:9' is out of range, expected 0 <= scale <= 2"),
-    ("lora_incompatible", manifest_with(), ["--lora", "{tmp}/sd15_lora.safetensors"], 2,
-     "--lora: '{tmp}/sd15_lora.safetensors' is incompatible with the base model 'tiny': 2 of 2 adapter tensors do "
-     "not fit (first: down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q: adapter input size 320, base "
-     "layer 32)"),
-    ("size_flag", manifest_with(), ["--size", "100"], 2,
-     "--size: must be a multiple of 8 between 64 and 2048 (got 100)"),
+    (
+        "count_wrong_type",
+        manifest_with(count="ten"),
+        [],
+        2,
+        "m.yaml: entries[0].count: Input should be a valid integer, unable to parse string as an integer (got 'ten')",
+    ),
+    (
+        "count_negative",
+        manifest_with(count=-3),
+        [],
+        2,
+        "m.yaml: entries[0].count: Input should be greater than 0 (got -3)",
+    ),
+    (
+        "count_zero",
+        manifest_with(count=0),
+        [],
+        2,
+        "m.yaml: entries[0].count: Input should be greater than 0 (got 0)",
+    ),
+    (
+        "unknown_sampler",
+        manifest_with(samplers=["k_euler"]),
+        [],
+        2,
+        "m.yaml: entries[0].samplers: unknown sampler 'k_euler', expected one of Euler, Euler a, PLMS, DDIM, "
+        "DPM++ 2M Karras (got ['k_euler'])",
+    ),
+    (
+        "steps_zero",
+        manifest_with(steps=0),
+        [],
+        2,
+        "m.yaml: entries[0].steps: steps must be between 1 and 150 (got 0)",
+    ),
+    (
+        "steps_too_many",
+        manifest_with(steps="20-500"),
+        [],
+        2,
+        "m.yaml: entries[0].steps: steps must be between 1 and 150 (got '20-500')",
+    ),
+    (
+        "steps_reversed",
+        manifest_with(steps="26-20"),
+        [],
+        2,
+        "m.yaml: entries[0].steps: range start 26 is greater than its end 20 (got '26-20')",
+    ),
+    (
+        "steps_garbage",
+        manifest_with(steps="many"),
+        [],
+        2,
+        "m.yaml: entries[0].steps: expected a step count (e.g. 22) or a range like '20-26' (got 'many')",
+    ),
+    (
+        "cfg_out_of_range",
+        manifest_with(cfg_scale=50),
+        [],
+        2,
+        "m.yaml: entries[0].cfg_scale: Input should be less than or equal to 30 (got 50)",
+    ),
+    (
+        "size_not_multiple_of_8",
+        manifest_with(size=500),
+        [],
+        2,
+        "m.yaml: entries[0].size: sides must be multiples of 8 between 64 and 2048 (got 500)",
+    ),
+    (
+        "size_too_small",
+        manifest_with(size=32),
+        [],
+        2,
+        "m.yaml: entries[0].size: sides must be multiples of 8 between 64 and 2048 (got 32)",
+    ),
+    (
+        "bad_label",
+        manifest_with(label="atypical"),
+        [],
+        2,
+        "m.yaml: entries[0].label: Input should be 'benign' or 'malignant' (got 'atypical')",
+    ),
+    (
+        "duplicate_ids",
+        {"name": "m", "model": "tiny", "entries": [GOOD_ENTRY, GOOD_ENTRY]},
+        [],
+        2,
+        "m.yaml: entries: duplicate entry id 'a'; ids must be unique (got [{'id': 'a', 'label': 'benign', "
+        "'prompt': 'benign mole', 'count': 2}, {'id': ...)",
+    ),
+    (
+        "id_escapes_prefix",
+        manifest_with(id="../../etc"),
+        [],
+        2,
+        "m.yaml: entries[0].id: must be 1-128 characters of letters, digits, '_', '-', '.', start with a letter or "
+        "digit, and contain no '..' or '/' (ids become object keys under the output prefix) (got '../../etc')",
+    ),
+    (
+        "id_absolute_path",
+        manifest_with(id="/abs/path"),
+        [],
+        2,
+        "m.yaml: entries[0].id: must be 1-128 characters of letters, digits, '_', '-', '.', start with a letter or "
+        "digit, and contain no '..' or '/' (ids become object keys under the output prefix) (got '/abs/path')",
+    ),
+    (
+        "missing_prompt",
+        {"name": "m", "entries": [{"id": "a", "label": "benign", "count": 1}]},
+        [],
+        2,
+        "m.yaml: entries[0].prompt: missing required key",
+    ),
+    (
+        "empty_entries",
+        {"name": "m", "entries": []},
+        [],
+        2,
+        "m.yaml: entries: List should have at least 1 item after validation, not 0 (got [])",
+    ),
+    (
+        "not_a_mapping",
+        "- just\n- a list\n",
+        [],
+        2,
+        "m.yaml: expected a mapping with 'name' and 'entries', got list",
+    ),
+    (
+        "lora_scale_in_manifest",
+        manifest_with(loras=[{"path": "x.safetensors", "scale": 5}]),
+        [],
+        2,
+        "m.yaml: entries[0].loras[0].scale: Input should be less than or equal to 2 (got 5)",
+    ),
+    (
+        "missing_model_file",
+        manifest_with(),
+        ["--model", "{tmp}/nope.safetensors"],
+        2,
+        "--model: '{tmp}/nope.safetensors' does not exist; expected a preset ('derm-t2im', 'tiny'), a local diffusers "
+        "folder or .safetensors file, or an s3:// URI",
+    ),
+    (
+        "pickled_checkpoint",
+        manifest_with(),
+        ["--model", "{tmp}/model.ckpt"],
+        2,
+        "--model: '{tmp}/model.ckpt' is a pickled checkpoint, which can run arbitrary code when loaded; expected a "
+        ".safetensors file (pass --allow-pickle to load it anyway)",
+    ),
+    (
+        "missing_lora",
+        manifest_with(),
+        ["--lora", "{tmp}/missing.safetensors:0.5"],
+        2,
+        "--lora: '{tmp}/missing.safetensors' does not exist; expected a .safetensors LoRA file",
+    ),
+    (
+        "pickled_lora",
+        manifest_with(),
+        ["--lora", "{tmp}/adapter.bin"],
+        2,
+        "--lora: '{tmp}/adapter.bin' is a pickled checkpoint, which can run arbitrary code when loaded; expected a "
+        ".safetensors file (pass --allow-pickle to load it anyway)",
+    ),
+    (
+        "lora_scale_cli",
+        manifest_with(),
+        ["--lora", "{tmp}/sd15_lora.safetensors:9"],
+        2,
+        "--lora: scale 9.0 in '{tmp}/sd15_lora.safetensors:9' is out of range, expected 0 <= scale <= 2",
+    ),
+    (
+        "lora_incompatible",
+        manifest_with(),
+        ["--lora", "{tmp}/sd15_lora.safetensors"],
+        2,
+        "--lora: '{tmp}/sd15_lora.safetensors' is incompatible with the base model 'tiny': 2 of 2 adapter tensors do "
+        "not fit (first: down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q: adapter input size 320, base "
+        "layer 32)",
+    ),
+    (
+        "size_flag",
+        manifest_with(),
+        ["--size", "100"],
+        2,
+        "--size: must be a multiple of 8 between 64 and 2048 (got 100)",
+    ),
     ("limit_flag", manifest_with(), ["--limit", "0"], 2, "--limit: Input should be greater than 0 (got 0)"),
-    ("output_not_writable", manifest_with(), ["--output", "{tmp}/blocker/run"], 3,
-     "--output: '{tmp}/blocker/run' is not writable: Not a directory"),
-    ("bucket_missing", manifest_with(), ["--output", "s3://no-such-bucket/run"], 3,
-     "--output: bucket 'no-such-bucket' does not exist (s3://no-such-bucket/run)"),
-    ("unsupported_scheme", manifest_with(), ["--output", "gs://bucket/run"], 3,
-     "--output: unsupported URI scheme in 'gs://bucket/run'; expected a local path or s3://bucket/prefix"),
+    (
+        "output_not_writable",
+        manifest_with(),
+        ["--output", "{tmp}/blocker/run"],
+        3,
+        "--output: '{tmp}/blocker/run' is not writable: Not a directory",
+    ),
+    (
+        "bucket_missing",
+        manifest_with(),
+        ["--output", "s3://no-such-bucket/run"],
+        3,
+        "--output: bucket 'no-such-bucket' does not exist (s3://no-such-bucket/run)",
+    ),
+    (
+        "unsupported_scheme",
+        manifest_with(),
+        ["--output", "gs://bucket/run"],
+        3,
+        "--output: unsupported URI scheme in 'gs://bucket/run'; expected a local path or s3://bucket/prefix",
+    ),
 ]
 
 

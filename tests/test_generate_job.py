@@ -15,14 +15,32 @@ from dermgen.pipeline import Renderer
 from dermgen.schema import COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
-JOB = [sys.executable, str(REPO / "jobs" / "generate_6k.py"), "--model", "tiny", "--limit", "16", "--size", "64",
-       "--filter", "none", "--shard-size", "4", "--num-actors", "2", "--progress-interval", "1"]
+JOB = [
+    sys.executable,
+    str(REPO / "jobs" / "generate_6k.py"),
+    "--model",
+    "tiny",
+    "--limit",
+    "16",
+    "--size",
+    "64",
+    "--filter",
+    "none",
+    "--shard-size",
+    "4",
+    "--num-actors",
+    "2",
+    "--progress-interval",
+    "1",
+]
 
 
 def run_job(output: str, extra_env: dict | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, **(extra_env or {}))
     env.setdefault("DERMGEN_ACTOR_STAGGER_S", "0")
-    proc = subprocess.run([*JOB, "--output", output], capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+    proc = subprocess.run(
+        [*JOB, "--output", output], capture_output=True, text=True, env=env, timeout=600, cwd=REPO
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -58,8 +76,16 @@ def check_seeds_reproduce(rows, n=3):
 def _rerender(rows, n):
     renderer = Renderer("tiny", batch_size=rows[0]["batch_size"])
     for r in rows[:n]:
-        again = renderer.render([r["prompt"]], [r["negative_prompt"]], [r["seed"]], sampler=r["sampler"],
-                                steps=r["steps"], cfg_scale=r["cfg_scale"], width=r["width"], height=r["height"])[0]
+        again = renderer.render(
+            [r["prompt"]],
+            [r["negative_prompt"]],
+            [r["seed"]],
+            sampler=r["sampler"],
+            steps=r["steps"],
+            cfg_scale=r["cfg_scale"],
+            width=r["width"],
+            height=r["height"],
+        )[0]
         stored = np.asarray(Image.open(io.BytesIO(r["image"]["bytes"])).convert("RGB"))
         assert np.array_equal(again, stored), r["sample_id"]
 
@@ -96,7 +122,9 @@ def test_s3_job_via_aws_endpoint_url(s3_bucket, tmp_path):
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="derm-6k/")["Contents"]]
     shard_keys = sorted(k for k in keys if k.startswith("derm-6k/shards/"))
     assert "derm-6k/run.json" in keys and len(shard_keys) >= 4
-    tables = [pq.read_table(io.BytesIO(s3.get_object(Bucket=s3_bucket, Key=k)["Body"].read())) for k in shard_keys]
+    tables = [
+        pq.read_table(io.BytesIO(s3.get_object(Bucket=s3_bucket, Key=k)["Body"].read())) for k in shard_keys
+    ]
     rows = check_rows(tables)
     check_seeds_reproduce(rows, n=1)
     etags = {k: s3.head_object(Bucket=s3_bucket, Key=k)["LastModified"] for k in shard_keys}

@@ -35,8 +35,15 @@ def test_defaults_merge_and_entry_overrides():
             "defaults": {"samplers": ["PLMS"], "steps": 22, "size": 256},
             "entries": [
                 {"id": "a", "label": "benign", "prompt": "benign mole", "count": 3},
-                {"id": "b", "label": "malignant", "prompt": "malignant mole", "count": 2, "steps": "20-24",
-                 "size": "512x384", "samplers": "Euler a"},
+                {
+                    "id": "b",
+                    "label": "malignant",
+                    "prompt": "malignant mole",
+                    "count": 2,
+                    "steps": "20-24",
+                    "size": "512x384",
+                    "samplers": "Euler a",
+                },
             ],
         }
     )
@@ -55,6 +62,8 @@ def test_manifest_hash_ignores_formatting_but_not_content():
 
 def test_error_names_field_value_and_expectation():
     with pytest.raises(ConfigError) as exc:
-        parse_manifest({"name": "x", "entries": [{"id": "a", "label": "benign", "prompt": "p", "count": 0}]},
-                       source="m.yaml")
+        parse_manifest(
+            {"name": "x", "entries": [{"id": "a", "label": "benign", "prompt": "p", "count": 0}]},
+            source="m.yaml",
+        )
     assert str(exc.value) == "m.yaml: entries[0].count: Input should be greater than 0 (got 0)"

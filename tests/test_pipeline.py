@@ -40,8 +40,13 @@ def test_identity_is_the_same_in_every_process(renderer):
 @pytest.mark.parametrize("name", SAMPLER_NAMES)
 def test_every_study_sampler_maps_to_a_scheduler(renderer, name):
     sched = make_scheduler(name, dict(renderer.pipe.scheduler.config))
-    expected = {"Euler": "EulerDiscreteScheduler", "Euler a": "EulerAncestralDiscreteScheduler",
-                "PLMS": "PNDMScheduler", "DDIM": "DDIMScheduler", "DPM++ 2M Karras": "DPMSolverMultistepScheduler"}
+    expected = {
+        "Euler": "EulerDiscreteScheduler",
+        "Euler a": "EulerAncestralDiscreteScheduler",
+        "PLMS": "PNDMScheduler",
+        "DDIM": "DDIMScheduler",
+        "DPM++ 2M Karras": "DPMSolverMultistepScheduler",
+    }
     assert type(sched).__name__ == expected[name]
     assert render(renderer, [1], sampler=name).shape == (1, 64, 64, 3)
 

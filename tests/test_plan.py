@@ -3,14 +3,21 @@ from dermgen.plan import batches, limit_counts, plan_run
 
 
 def manifest(counts=(10, 7), samplers=("Euler", "Euler a", "PLMS"), steps="20-26"):
-    return parse_manifest({
-        "name": "t",
-        "defaults": {"samplers": list(samplers), "steps": steps, "size": 64},
-        "entries": [
-            {"id": f"e{i}", "label": "benign" if i % 2 == 0 else "malignant", "prompt": f"p{i}", "count": c}
-            for i, c in enumerate(counts)
-        ],
-    })
+    return parse_manifest(
+        {
+            "name": "t",
+            "defaults": {"samplers": list(samplers), "steps": steps, "size": 64},
+            "entries": [
+                {
+                    "id": f"e{i}",
+                    "label": "benign" if i % 2 == 0 else "malignant",
+                    "prompt": f"p{i}",
+                    "count": c,
+                }
+                for i, c in enumerate(counts)
+            ],
+        }
+    )
 
 
 def test_plan_is_deterministic_and_complete():
@@ -21,7 +28,11 @@ def test_plan_is_deterministic_and_complete():
     s2 = [s for sh in p2.shards for s in sh.samples]
     assert s1 == s2
     assert len(s1) == 17 and len({s.sample_id for s in s1}) == 17
-    assert [sh.shard_id for sh in p1.shards][:3] == ["e0-0000000-0000004", "e0-0000004-0000008", "e0-0000008-0000010"]
+    assert [sh.shard_id for sh in p1.shards][:3] == [
+        "e0-0000000-0000004",
+        "e0-0000004-0000008",
+        "e0-0000008-0000010",
+    ]
     assert s1[0].sample_id == "e0-0000000"
 
 
@@ -33,8 +44,12 @@ def test_run_seed_changes_seeds_and_seeds_are_consecutive():
 
 
 def test_explicit_seed_base_reproduces_given_seeds():
-    m = parse_manifest({"name": "t", "entries": [
-        {"id": "a", "label": "benign", "prompt": "p", "count": 3, "seed_base": 1589873476}]})
+    m = parse_manifest(
+        {
+            "name": "t",
+            "entries": [{"id": "a", "label": "benign", "prompt": "p", "count": 3, "seed_base": 1589873476}],
+        }
+    )
     assert [s.seed for s in plan_run(m).shards[0].samples] == [1589873476, 1589873477, 1589873478]
 
 
@@ -54,11 +69,16 @@ def test_shard_size_does_not_change_samples():
 
 
 def test_limit_splits_in_proportion_with_every_entry_present():
-    m = parse_manifest({"name": "t", "entries": [
-        {"id": "a", "label": "benign", "prompt": "p", "count": 1000},
-        {"id": "b", "label": "benign", "prompt": "p", "count": 500},
-        {"id": "c", "label": "malignant", "prompt": "p", "count": 1500},
-    ]})
+    m = parse_manifest(
+        {
+            "name": "t",
+            "entries": [
+                {"id": "a", "label": "benign", "prompt": "p", "count": 1000},
+                {"id": "b", "label": "benign", "prompt": "p", "count": 500},
+                {"id": "c", "label": "malignant", "prompt": "p", "count": 1500},
+            ],
+        }
+    )
     assert limit_counts(m, 30) == {"a": 10, "b": 5, "c": 15}
     small = limit_counts(m, 4)
     assert sum(small.values()) == 4 and min(small.values()) >= 1

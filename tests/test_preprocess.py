@@ -138,7 +138,10 @@ def test_preprocess_keep_hair_and_cli(isic_like, tmp_path, capsys):
     from dermgen.cli import main
 
     out = tmp_path / "kept-hair"
-    assert main(["preprocess", str(isic_like), str(out), "--resolution", "48", "--keep-hair", "--workers", "1"]) == 0
+    assert (
+        main(["preprocess", str(isic_like), str(out), "--resolution", "48", "--keep-hair", "--workers", "1"])
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["remove_hair"] is False and summary["resolution"] == 48
     manifest = json.loads((out / MANIFEST).read_text())
@@ -189,7 +192,9 @@ def test_preprocess_run_on_s3(tiny_run, s3_bucket, tmp_path):
     for f in tiny_run.rglob("*"):
         if f.is_file():
             client.upload_file(str(f), s3_bucket, f"runs/tiny/{f.relative_to(tiny_run).as_posix()}")
-    summary = preprocess_source(f"s3://{s3_bucket}/runs/tiny", f"s3://{s3_bucket}/prep", resolution=32, workers=1)
+    summary = preprocess_source(
+        f"s3://{s3_bucket}/runs/tiny", f"s3://{s3_bucket}/prep", resolution=32, workers=1
+    )
     assert summary["images"] == len(_kept_rows(tiny_run))
     manifest = json.loads(client.get_object(Bucket=s3_bucket, Key="prep/manifest.json")["Body"].read())
     first = manifest["files"][0]["file"]

@@ -54,19 +54,55 @@ def test_ray_job_submit_generate_6k(tmp_path):
     env.pop("RAY_ADDRESS", None)
     ray = str(BIN / "ray")
     start = subprocess.run(
-        [ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}", "--num-cpus=2",
-         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
-         f"--temp-dir={temp_dir}", "--disable-usage-stats"],
-        capture_output=True, text=True, env=env, timeout=180,
+        [
+            ray,
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={gcs_port}",
+            "--num-cpus=2",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash_port}",
+            f"--temp-dir={temp_dir}",
+            "--disable-usage-stats",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
     )
     assert start.returncode == 0, start.stderr[-2000:]
     out = tmp_path / "jobrun"
     try:
         submit = subprocess.run(
-            [ray, "job", "submit", "--address", f"http://127.0.0.1:{dash_port}", "--working-dir", ".", "--",
-             "python", "jobs/generate_6k.py", "--model", "tiny", "--limit", "8", "--filter", "none",
-             "--output", str(out), "--progress-interval", "2"],
-            capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
+            [
+                ray,
+                "job",
+                "submit",
+                "--address",
+                f"http://127.0.0.1:{dash_port}",
+                "--working-dir",
+                ".",
+                "--",
+                "python",
+                "jobs/generate_6k.py",
+                "--model",
+                "tiny",
+                "--limit",
+                "8",
+                "--filter",
+                "none",
+                "--output",
+                str(out),
+                "--progress-interval",
+                "2",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=600,
         )
     finally:
         stop_cluster(temp_dir)

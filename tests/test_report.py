@@ -370,6 +370,7 @@ def _check_rendered(result: dict) -> None:
     assert all(i[3] == "data:" for i in result["images"])
 
 
+@pytest.mark.slow
 def test_report_renders_in_chromium(browser, scored_run, tmp_path):
     root, exp = scored_run
     index = Path(build_report(str(root), str(tmp_path / "rep")))
@@ -391,6 +392,7 @@ def test_report_renders_in_chromium(browser, scored_run, tmp_path):
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_tiny_run_report_renders_in_chromium(browser, tiny_run, tmp_path):
     index = Path(build_report(str(tiny_run), str(tmp_path / "rep")))
     result = render(browser, index, tmp_path / "tiny.png")
@@ -404,6 +406,7 @@ def test_tiny_run_report_renders_in_chromium(browser, tiny_run, tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_empty_run_renders_in_chromium(browser, scored_run, tmp_path):
     root, _ = scored_run
     empty = tmp_path / "empty"

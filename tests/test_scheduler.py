@@ -4,14 +4,20 @@ from dermgen.scheduler import ShardScheduler
 
 
 def plan(count=8, cap=3.0):
-    m = parse_manifest({"name": "t", "entries": [
-        {"id": "a", "label": "benign", "prompt": "p", "count": count, "size": 64}]})
+    m = parse_manifest(
+        {"name": "t", "entries": [{"id": "a", "label": "benign", "prompt": "p", "count": count, "size": 64}]}
+    )
     return plan_run(m, shard_size=4, cap_factor=cap)
 
 
 def summary(shard, kept):
-    return {"entry_id": shard.entry_id, "planned": len(shard), "ok": len(shard), "kept": kept,
-            "drop_reasons": {"ink>0.08": len(shard) - kept}}
+    return {
+        "entry_id": shard.entry_id,
+        "planned": len(shard),
+        "ok": len(shard),
+        "kept": kept,
+        "drop_reasons": {"ink>0.08": len(shard) - kept},
+    }
 
 
 def drain(sched, keep_fraction):

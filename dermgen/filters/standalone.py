@@ -12,6 +12,7 @@ number of workers.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
 from collections import Counter
@@ -101,8 +102,10 @@ def _scored_stream(
         finally:
             _WORKER_FILTER = previous
         return
-    # the workers only score (stateless); the duplicate index stays in this process
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(flt,)) as pool:
+    # the workers only score (stateless); the duplicate index stays in this process. "spawn", not
+    # "fork": forking after OpenCV/BLAS thread pools have started can deadlock the children.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(flt,)) as pool:
         yield from pool.map(_score_item, items, chunksize=4)
 
 
@@ -208,3 +211,72 @@ def filter_folder(
     summary.pop("rows")
     summary["input"] = str(base)
     return summary
+
+
+def _is_run(source: str) -> bool:
+    return source.startswith("s3://") or (Path(source) / "run.json").is_file()
+
+
+def filter_run(
+    uri: str,
+    output_parquet: str | os.PathLike[str],
+    reference_dir: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Re-score every rendered image of a generation run (local or s3://), with each entry's overrides.
+
+    Rows are processed in sample order, so duplicate decisions are deterministic; `path` is the image's
+    key in the run.
+    """
+    import io
+    import json
+
+    from PIL import Image
+
+    from dermgen.shards import RUN_JSON, iter_shard_tables
+    from dermgen.store import open_store
+
+    store = open_store(uri)
+    run = json.loads(store.get(RUN_JSON))
+    per_entry = {e["id"]: e.get("filter") or {} for e in run.get("manifest", {}).get("entries", [])}
+    entry_of: dict[str, str] = {}
+
+    def items():
+        for _, table in iter_shard_tables(store, ["sample_id", "entry_id", "status", "image"]):
+            for row in table.to_pylist():
+                img = row["image"]
+                if row["status"] != "ok" or not img or img.get("bytes") is None:
+                    continue
+                key = img.get("path") or row["sample_id"]
+                entry_of[key] = row["entry_id"]
+                yield key, np.asarray(Image.open(io.BytesIO(img["bytes"])).convert("RGB"))
+
+    flt = build_filter("default", overrides=overrides, reference_dir=reference_dir)
+    keyed = list(items())
+    entry_overrides = {k: per_entry.get(entry_of[k], {}) for k, _ in keyed}
+    n_workers = max(1, min((os.cpu_count() or 1) if workers is None else workers, len(keyed) or 1))
+    summary = filter_images(
+        keyed, output_parquet, flt=flt, entry_overrides=entry_overrides, workers=n_workers
+    )
+    summary.pop("rows")
+    summary["input"] = store.uri
+    return summary
+
+
+def filter_source(
+    source: str,
+    output_parquet: str | os.PathLike[str],
+    reference_dir: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """`dermgen filter`: a generation run (folder with run.json, or s3://) or any folder of images."""
+    if _is_run(str(source)):
+        return filter_run(str(source), output_parquet, reference_dir, overrides=overrides, workers=workers)
+    if not Path(source).is_dir():
+        from dermgen.errors import ConfigError
+
+        raise ConfigError(f"filter: input {str(source)!r} is not a folder of images or a dermgen run")
+    return filter_folder(source, output_parquet, reference_dir, overrides=overrides, workers=workers)
