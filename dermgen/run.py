@@ -248,7 +248,7 @@ def finalize_run(run: PreparedRun, stats: dict[str, Any]) -> dict[str, Any]:
         **stats,
     }
     run.store.put(SUMMARY_JSON, json.dumps(summary, indent=2, sort_keys=True, default=str).encode())
-    for entry_id, missing in run.scheduler.shortfalls().items():
+    for entry_id in run.scheduler.shortfalls():
         e = entries[entry_id]
         log.warning(
             "SHORTFALL %s: kept %d of %d after %d samples (cap %d); top drop reasons: %s",

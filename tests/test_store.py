@@ -40,7 +40,7 @@ def test_conditional_create_has_one_winner_under_races(tmp_path, s3_bucket):
         wins = []
         barrier = threading.Barrier(8)
 
-        def attempt(i, store=store):
+        def attempt(i, store=store, barrier=barrier, wins=wins):
             barrier.wait()
             wins.append(store.put_if_absent("shards/x.parquet", f"attempt {i}".encode()))
 
