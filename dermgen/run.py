@@ -185,6 +185,11 @@ def committed_summaries(store: Store) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _common_size(plan: Plan) -> tuple[int, int] | None:
+    sizes = Counter((s.samples[0].width, s.samples[0].height) for s in plan.shards if s.samples)
+    return sizes.most_common(1)[0][0] if sizes else None
+
+
 def prepare_run(config: GenerateConfig) -> PreparedRun:
     """Validate, check the output, bind the run and find what is left to do. No GPU work."""
     manifest, plan, loras, fingerprint = validate(config)
@@ -218,6 +223,7 @@ def prepare_run(config: GenerateConfig) -> PreparedRun:
         allow_pickle=config.allow_pickle,
         compile=config.compile,
         global_loras=tuple(loras),
+        warmup_size=_common_size(plan) if config.compile else None,
     )
     if committed:
         log.info("resuming run %s: %d shard(s) already committed", run_id, len(committed))

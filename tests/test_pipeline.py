@@ -107,3 +107,10 @@ def test_batch_padding_keeps_shapes(renderer):
     one = render(renderer, [11])
     four = render(renderer, [11, 12, 13, 14])
     assert one.shape[0] == 1 and np.array_equal(one[0], four[0])  # always padded to batch_size
+
+
+def test_channels_last_matches_the_plain_layout_within_one_level():
+    plain = Renderer("tiny", batch_size=2, channels_last=False)
+    fast = Renderer("tiny", batch_size=2, channels_last=True)
+    diff = np.abs(render(plain, [21, 22]).astype(int) - render(fast, [21, 22]))
+    assert diff.max() <= 1  # stated tolerance of the optimised path: one uint8 level
