@@ -85,7 +85,7 @@ def generate_run(
     use_ray: bool = False,
     **kwargs,
 ) -> dict:
-    """Generate a tiny-model run (64 px, 4 steps via the smoke manifest's defaults) and return its summary."""
+    """Generate a tiny-model run at 64 px (the 6k manifest, 20-26 steps, unless `manifest` is given)."""
     from dermgen.config import make_config
     from dermgen.runner import generate
 
