@@ -17,7 +17,13 @@ from typing import Any
 from dermgen.config import GenerateConfig
 from dermgen.errors import ConfigError, PlanMismatchError
 from dermgen.manifest import Manifest, load_manifest, manifest_hash
-from dermgen.pipeline import LoraSpec, check_lora_compatible, check_lora_file, model_fingerprint
+from dermgen.pipeline import (
+    LoraSpec,
+    check_lora_compatible,
+    check_lora_file,
+    model_fingerprint,
+    resolve_model,
+)
 from dermgen.plan import Plan, plan_run
 from dermgen.provenance import environment, redact
 from dermgen.scheduler import ShardScheduler
@@ -100,6 +106,11 @@ def validate(config: GenerateConfig) -> tuple[Manifest, Plan, list[LoraSpec], st
                     f"{config.resolved_manifest().name}: entries[{entry.id}].filter: {exc}"
                 ) from None
     fingerprint = model_fingerprint(model, allow_pickle=config.allow_pickle)
+    resolved = resolve_model(model, allow_pickle=config.allow_pickle, fetch=False)
+    if resolved.kind == "single_file" and resolved.path and resolved.path.endswith(".safetensors"):
+        from dermgen.single_file import inspect_single_file
+
+        inspect_single_file(resolved.path)  # header-only: a wrong or truncated file fails before GPU work
     return manifest, plan_for(config, manifest), loras, fingerprint
 
 

@@ -15,9 +15,11 @@ For a checkpoint `X.safetensors` the configs are looked up in this order:
   holds a `model_index.json` (for non-standard sizes, e.g. the test suite's tiny model), else the packaged
   `sd15` folder.
 
-Before anything heavy is loaded, the safetensors header (tensor names and shapes only) is checked against
-those configs, so a truncated download, a Git LFS pointer, an SD 2.x/SDXL checkpoint, a LoRA or a VAE given as
-the model fails with a ConfigError that names the file and the reason.
+Before anything heavy is loaded, `inspect_single_file` reads the safetensors header (tensor names and shapes
+only), checks it against those configs and maps it the way diffusers will onto models built on the meta
+device (about a second, no weights). A truncated download, a Git LFS pointer, an SD 2.x/SDXL checkpoint, a
+LoRA or a VAE given as the model, a missing or mis-shaped weight all fail with a ConfigError that names the
+file and the reason, instead of diffusers' late errors or silently uninitialised weights.
 """
 
 from __future__ import annotations

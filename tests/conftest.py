@@ -19,6 +19,14 @@ os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 os.environ.setdefault("DERMGEN_ACTOR_STAGGER_S", "0")
 
 
+def pytest_configure(config):
+    """One torch thread, like Ray actors: tiny 64 px models gain nothing from threads, and a shared 2-core
+    machine loses a lot to oversubscription."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
     """The 120 real Derm-T2IM outputs (benign/ and malignant/ PNGs)."""

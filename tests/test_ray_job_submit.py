@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -75,35 +76,39 @@ def test_ray_job_submit_generate_6k(tmp_path):
     assert start.returncode == 0, start.stderr[-2000:]
     out = tmp_path / "jobrun"
     try:
-        submit = subprocess.run(
-            [
-                ray,
-                "job",
-                "submit",
-                "--address",
-                f"http://127.0.0.1:{dash_port}",
-                "--working-dir",
-                ".",
-                "--",
-                "python",
-                "jobs/generate_6k.py",
-                "--model",
-                "tiny",
-                "--limit",
-                "8",
-                "--filter",
-                "none",
-                "--output",
-                str(out),
-                "--progress-interval",
-                "2",
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=REPO,
-            timeout=600,
-        )
+        for _ in range(30):  # the dashboard's job agent registers a few seconds after `ray start` returns
+            submit = subprocess.run(
+                [
+                    ray,
+                    "job",
+                    "submit",
+                    "--address",
+                    f"http://127.0.0.1:{dash_port}",
+                    "--working-dir",
+                    ".",
+                    "--",
+                    "python",
+                    "jobs/generate_6k.py",
+                    "--model",
+                    "tiny",
+                    "--limit",
+                    "8",
+                    "--filter",
+                    "none",
+                    "--output",
+                    str(out),
+                    "--progress-interval",
+                    "2",
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=REPO,
+                timeout=600,
+            )
+            if "No available agent" not in submit.stdout + submit.stderr:
+                break
+            time.sleep(2)
     finally:
         stop_cluster(temp_dir)
     log = submit.stdout + submit.stderr

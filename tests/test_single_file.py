@@ -48,20 +48,22 @@ KNOWN_IDS = {
 
 @pytest.fixture
 def no_network(monkeypatch):
-    """Any connection attempt outside loopback fails the test (the hub must never be contacted)."""
-    real_connect = socket.socket.connect
+    """Any name lookup or connection outside loopback fails the test (the hub must never be contacted)."""
+    loopback = ("127.0.0.1", "::1", "localhost")
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
 
-    def guarded(self, address):
-        host = address[0] if isinstance(address, tuple) else address
-        if (
-            isinstance(host, str)
-            and host not in ("127.0.0.1", "::1", "localhost")
-            and self.family != socket.AF_UNIX
-        ):
+    def getaddrinfo(host, *args, **kwargs):
+        if host not in loopback and host is not None:
+            raise OSError(f"network access attempted in an offline test: {host}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def connect(self, address):
+        if self.family != socket.AF_UNIX and address[0] not in loopback:
             raise OSError(f"network access attempted in an offline test: {address}")
         return real_connect(self, address)
 
-    monkeypatch.setattr(socket.socket, "connect", guarded)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
@@ -235,6 +237,27 @@ def test_single_file_checkpoint_renders_the_tiny_presets_pixels(tiny_ckpt, tiny_
     sha = hashlib.sha256(tiny_ckpt.read_bytes()).hexdigest()
     assert r.identity.kind == "single_file" and r.identity.sha256 == sha
     assert r.identity.short_hash == a1111_short_hash(tiny_ckpt) == sha[:10]
+
+
+def test_every_weight_lands_in_its_place(tmp_path, no_network):
+    """Round trip with every tensor made unique (norms too, which are all ones in a fresh model)."""
+    import torch
+
+    from dermgen.tiny import tiny_components
+
+    comps = tiny_components()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name in ("unet", "vae", "text_encoder"):
+            for p in comps[name].parameters():
+                p.add_(torch.randn(p.shape, generator=gen) * 1e-3)
+    ckpt = write_ldm_checkpoint(comps, tmp_path / "m.safetensors", config_dir=tmp_path / "m.config")
+    pipe = load_single_file(ckpt)
+    for name in ("unet", "vae", "text_encoder"):
+        want, got = comps[name].state_dict(), getattr(pipe, name).state_dict()
+        assert set(got) == set(want), name
+        bad = [k for k in want if not torch.equal(got[k], want[k])]
+        assert not bad, (name, bad[:5])
 
 
 def test_pickled_checkpoint_loads_only_when_allowed(tiny_ckpt, tmp_path, no_network):
