@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import logging
+import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -277,7 +278,9 @@ def _map(fn: Callable, jobs: list, workers: int) -> Iterator[dict[str, Any]]:
     if workers <= 1 or len(jobs) <= 1:
         yield from map(fn, jobs)
         return
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+    # spawn: the caller may hold threads (torch, Ray) that a forked child would inherit half-locked
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
         yield from pool.map(fn, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers))))
 
 

@@ -158,7 +158,9 @@ class LoraTrainConfig(BaseModel):
         try:
             v.format(label="benign")
         except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"must be a prompt template whose only placeholder is {{label}} ({exc})") from None
+            raise ValueError(
+                f"must be a prompt template whose only placeholder is {{label}} ({exc})"
+            ) from None
         return v
 
     @field_validator("target_modules", "text_encoder_target_modules")
@@ -374,8 +376,13 @@ def _train_with_ray(config: LoraTrainConfig) -> TrainResult:
         raise missing_dependency("ray[train]") from None
     if not ray.is_initialized():
         address = config.ray_address or os.environ.get("RAY_ADDRESS")
-        ray.init(address=address) if address else ray.init()
-    use_gpu = bool(ray.cluster_resources().get("GPU", 0)) if config.device is None else "cuda" in config.device
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init()
+    use_gpu = (
+        bool(ray.cluster_resources().get("GPU", 0)) if config.device is None else "cuda" in config.device
+    )
     if use_gpu and ray.cluster_resources().get("GPU", 0) < config.num_workers:
         raise ConfigError(
             f"--num-workers: {config.num_workers} GPU workers requested, the Ray cluster has "
@@ -403,6 +410,10 @@ def _ray_worker(config_dict: dict[str, Any]) -> None:  # pragma: no cover - runs
     ctx = ray.train.get_context()
     config = LoraTrainConfig(**config_dict)
     device = str(ray.train.torch.get_device())
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(device)  # NCCL collectives (all_gather_object) use the current device
     Trainer(config, rank=ctx.get_world_rank(), world=ctx.get_world_size(), device=device).run()
 
 
@@ -436,7 +447,7 @@ class Trainer:
         self.weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[mp]
 
         # data first: a bad --data fails before the model loads
-        self.sources = list_sources(cfg.data)
+        self.sources = list_sources(cfg.data, arg="--data")
         self.labels = sorted({s.label for s in self.sources})
         self.layout = Layout(len(self.sources), cfg.batch_size, self.world, cfg.gradient_accumulation_steps)
         if self.layout.micro_per_epoch < 1:
@@ -444,7 +455,9 @@ class Trainer:
                 f"--batch-size: {cfg.batch_size} x {self.world} worker(s) is more than the {len(self.sources)} "
                 f"training image(s) in {cfg.data!r}"
             )
-        self.class_sources: list[ImageSource] = list_sources(cfg.class_data) if cfg.class_data else []
+        self.class_sources: list[ImageSource] = (
+            list_sources(cfg.class_data, arg="--class-data") if cfg.class_data else []
+        )
         self.data_fp = data_fingerprint(self.sources, cfg.data)
         self.class_fp = data_fingerprint(self.class_sources, cfg.class_data) if cfg.class_data else None
         if cfg.max_steps is not None:
@@ -492,7 +505,9 @@ class Trainer:
         try:
             self.unet.add_adapter(self.unet_lora_config)
         except ValueError as exc:
-            raise ConfigError(f"--target-modules: {cfg.target_modules} do not match the UNet: {exc}") from None
+            raise ConfigError(
+                f"--target-modules: {cfg.target_modules} do not match the UNet: {exc}"
+            ) from None
         self.te_lora_config = None
         if cfg.train_text_encoder:
             self.te_lora_config = LoraConfig(
@@ -502,8 +517,10 @@ class Trainer:
                 init_lora_weights="gaussian",
                 target_modules=list(cfg.text_encoder_target_modules),
             )
-            try:
-                self.text_encoder.add_adapter(self.te_lora_config)
+            from peft import inject_adapter_in_model
+
+            try:  # transformers' own add_adapter wants a newer peft; diffusers loads the result either way
+                inject_adapter_in_model(self.te_lora_config, self.text_encoder, adapter_name="default")
             except ValueError as exc:
                 raise ConfigError(
                     f"--text-encoder-target-modules: {cfg.text_encoder_target_modules} do not match the "
@@ -512,7 +529,8 @@ class Trainer:
         if cfg.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
             if cfg.train_text_encoder:
-                self.text_encoder.gradient_checkpointing_enable()
+                te = self.text_encoder
+                (getattr(te, "activation_checkpointing_enable", None) or te.gradient_checkpointing_enable)()
         self.trainable: dict[str, torch.nn.Parameter] = {}
         for prefix, module in (("unet", self.unet), ("text_encoder", self.text_encoder)):
             for name, p in module.named_parameters():
@@ -533,7 +551,10 @@ class Trainer:
 
         cfg = self.cfg
         groups = [
-            {"params": [p for k, p in self.trainable.items() if k.startswith("unet.")], "lr": cfg.learning_rate}
+            {
+                "params": [p for k, p in self.trainable.items() if k.startswith("unet.")],
+                "lr": cfg.learning_rate,
+            }
         ]
         te_params = [p for k, p in self.trainable.items() if k.startswith("text_encoder.")]
         if te_params:
@@ -656,7 +677,9 @@ class Trainer:
                 mean, std = dist.mean.float(), dist.std.float()
             shape = tuple(mean.shape[1:])
             gens = [torch.Generator().manual_seed(s) for s in seeds]
-            t = torch.cat([torch.randint(0, sched.config.num_train_timesteps, (1,), generator=g) for g in gens])
+            t = torch.cat(
+                [torch.randint(0, sched.config.num_train_timesteps, (1,), generator=g) for g in gens]
+            )
             eps = torch.stack([torch.randn(shape, generator=g) for g in gens])
             noise = torch.stack([torch.randn(shape, generator=g) for g in gens])
             if self.cfg.noise_offset:
@@ -735,7 +758,11 @@ class Trainer:
         root = self.output / CHECKPOINTS
         if not root.is_dir():
             return []
-        dirs = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / META_FILE).exists()]
+        dirs = [
+            p
+            for p in root.iterdir()
+            if p.is_dir() and p.name.startswith("step-") and (p / META_FILE).exists()
+        ]
         return sorted(dirs, key=lambda p: int(p.name.split("-")[1]))
 
     def save_checkpoint(self, step: int) -> Path | None:
@@ -752,12 +779,16 @@ class Trainer:
             gathered = [states]
         if not self.is_main:
             return None
+        self._csv_file.flush()  # the loss log must hold every step up to the checkpoint
         root = self.output / CHECKPOINTS
         final = root / f"step-{step:07d}"
         tmp = root / f".tmp-step-{step:07d}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file({k: p.detach().float().cpu().contiguous() for k, p in self.trainable.items()}, tmp / TRAINABLE_FILE)
+        save_file(
+            {k: p.detach().float().cpu().contiguous() for k, p in self.trainable.items()},
+            tmp / TRAINABLE_FILE,
+        )
         torch.save(
             {
                 "optimizer": self.optimizer.state_dict(),
@@ -767,7 +798,7 @@ class Trainer:
             tmp / STATE_FILE,
         )
         torch.save(gathered, tmp / RNG_FILE)
-        micro = (step) * self.cfg.gradient_accumulation_steps
+        micro = step * self.cfg.gradient_accumulation_steps
         epoch, pos = self.layout.position(micro)
         meta = {
             "step": step,
@@ -859,7 +890,9 @@ class Trainer:
 
                 self.tb = SummaryWriter(log_dir=str(logs / "tensorboard"), purge_step=start_step + 1)
             except Exception as exc:  # tensorboard not installed (or broken)
-                log.info("TensorBoard logging skipped (%s: %s); the loss is in %s", type(exc).__name__, exc, path)
+                log.info(
+                    "TensorBoard logging skipped (%s: %s); the loss is in %s", type(exc).__name__, exc, path
+                )
 
     def _log_step(self, step: int, values: dict[str, float], seconds: float) -> None:
         epoch = self.layout.position((step - 1) * self.cfg.gradient_accumulation_steps)[0]
@@ -970,14 +1003,14 @@ class Trainer:
     def run(self) -> TrainResult:
         t_start = time.perf_counter()
         cfg = self.cfg
-        self._setup()
-        start = 0
         existing = self._checkpoint_dirs()
         if existing and not cfg.resume:
             raise ConfigError(
                 f"--output: {str(self.output)!r} already holds a training run ({existing[-1].name}); "
                 "pass --resume to continue it or choose another --output"
             )
+        self._setup()
+        start = 0
         if cfg.resume and existing:
             start = self.load_checkpoint(existing[-1])
             if self.is_main:
@@ -1019,8 +1052,14 @@ class Trainer:
                     self._log_step(step, values, time.perf_counter() - t0)
                     if step % cfg.log_every == 0 or step == end:
                         rate = (step - start) / max(1e-9, time.perf_counter() - t0)
-                        log.info("step %d/%d loss %.4f lr %.3g (%.2f steps/s)", step, self.total_steps,
-                                 values["loss"], values["lr"], rate)
+                        log.info(
+                            "step %d/%d loss %.4f lr %.3g (%.2f steps/s)",
+                            step,
+                            self.total_steps,
+                            values["loss"],
+                            values["lr"],
+                            rate,
+                        )
                     if cfg.sample_steps and (step % cfg.sample_steps == 0 or step == self.total_steps):
                         self.render_samples(step)
                 if step % cfg.checkpointing_steps == 0 or step == end:
@@ -1038,7 +1077,9 @@ class Trainer:
             weights, card = self.export(step, seconds)
             log.info("wrote %s and %s", weights, card)
         elif self.is_main:
-            log.info("stopped after step %d of %d (--stop-after); continue with --resume", step, self.total_steps)
+            log.info(
+                "stopped after step %d of %d (--stop-after); continue with --resume", step, self.total_steps
+            )
         result = TrainResult(
             output=str(self.output),
             weights=str(weights) if weights else None,
@@ -1086,7 +1127,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EXAMPLES,
     )
-    p.add_argument("--model", default="derm-t2im", help="derm-t2im | tiny | diffusers folder | .safetensors | s3://")
+    p.add_argument(
+        "--model", default="derm-t2im", help="derm-t2im | tiny | diffusers folder | .safetensors | s3://"
+    )
     p.add_argument("--data", required=True, help="folder <root>/<label>/*.png|jpg or a run (folder or s3://)")
     p.add_argument("--output", required=True, help="local folder (shared by all workers with --num-workers)")
     p.add_argument("--resolution", type=int, default=d["resolution"].default)
@@ -1097,15 +1140,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gradient-accumulation-steps", type=int, default=1)
     p.add_argument("--learning-rate", "--lr", type=float, default=d["learning_rate"].default)
     p.add_argument("--text-encoder-lr", type=float, default=None, help="default: --learning-rate")
-    p.add_argument("--lr-scheduler", default=d["lr_scheduler"].default,
-                   choices=["constant", "constant_with_warmup", "linear", "cosine"])
+    p.add_argument(
+        "--lr-scheduler",
+        default=d["lr_scheduler"].default,
+        choices=["constant", "constant_with_warmup", "linear", "cosine"],
+    )
     p.add_argument("--lr-warmup-steps", type=int, default=d["lr_warmup_steps"].default)
-    p.add_argument("--optimizer", default="auto", choices=["auto", "adamw", "adamw8bit"],
-                   help="auto: 8-bit AdamW with bitsandbytes on CUDA, else torch AdamW")
-    p.add_argument("--weight-decay", dest="adam_weight_decay", type=float, default=d["adam_weight_decay"].default)
+    p.add_argument(
+        "--optimizer",
+        default="auto",
+        choices=["auto", "adamw", "adamw8bit"],
+        help="auto: 8-bit AdamW with bitsandbytes on CUDA, else torch AdamW",
+    )
+    p.add_argument(
+        "--weight-decay", dest="adam_weight_decay", type=float, default=d["adam_weight_decay"].default
+    )
     p.add_argument("--max-grad-norm", type=float, default=d["max_grad_norm"].default)
-    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "fp16", "bf16"],
-                   help="auto: fp16 on CUDA, fp32 on CPU")
+    p.add_argument(
+        "--mixed-precision",
+        default="auto",
+        choices=["auto", "no", "fp16", "bf16"],
+        help="auto: fp16 on CUDA, fp32 on CPU",
+    )
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--rank", type=int, default=d["rank"].default, help="LoRA rank r")
     p.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: = rank)")
@@ -1123,17 +1179,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpointing-steps", type=int, default=d["checkpointing_steps"].default)
     p.add_argument("--checkpoints-total-limit", type=int, default=d["checkpoints_total_limit"].default)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint under --output")
-    p.add_argument("--stop-after", type=int, default=None, help="stop after this step with a checkpoint (testing)")
-    p.add_argument("--sample-steps", type=int, default=d["sample_steps"].default, help="0: no learning samples")
-    p.add_argument("--sample-prompts", type=lambda s: [t for t in s.split("|") if t], default=None,
-                   help="'|'-separated prompts (default: the instance prompt of each label)")
+    p.add_argument(
+        "--stop-after", type=int, default=None, help="stop after this step with a checkpoint (testing)"
+    )
+    p.add_argument(
+        "--sample-steps", type=int, default=d["sample_steps"].default, help="0: no learning samples"
+    )
+    p.add_argument(
+        "--sample-prompts",
+        type=lambda s: [t for t in s.split("|") if t],
+        default=None,
+        help="'|'-separated prompts (default: the instance prompt of each label)",
+    )
     p.add_argument("--sample-seeds", type=_int_list, default=None, help="comma-separated (default 0,1)")
     p.add_argument("--sample-inference-steps", type=int, default=d["sample_inference_steps"].default)
     p.add_argument("--sample-sampler", default=d["sample_sampler"].default)
     p.add_argument("--log-every", type=int, default=d["log_every"].default)
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false")
     p.add_argument("--cache-limit-mb", type=int, default=d["cache_limit_mb"].default)
-    p.add_argument("--num-workers", type=int, default=1, help="data-parallel workers through Ray Train (GPUs)")
+    p.add_argument(
+        "--num-workers", type=int, default=1, help="data-parallel workers through Ray Train (GPUs)"
+    )
     p.add_argument("--ray-address", default=None)
     p.add_argument("--allow-pickle", action="store_true")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -52,7 +52,9 @@ def unet_key_map(config: dict[str, Any]) -> list[tuple[str, str]]:
             if down_attn[i]:
                 pairs.append((sd + "1.", f"down_blocks.{i}.attentions.{j}."))
         if i < n_blocks - 1:
-            pairs.append((f"input_blocks.{(i + 1) * (layers + 1)}.0.op.", f"down_blocks.{i}.downsamplers.0.conv."))
+            pairs.append(
+                (f"input_blocks.{(i + 1) * (layers + 1)}.0.op.", f"down_blocks.{i}.downsamplers.0.conv.")
+            )
         for j in range(layers + 1):
             sd = f"output_blocks.{i * (layers + 1) + j}."
             pairs.append((sd + "0.", f"up_blocks.{i}.resnets.{j}."))
@@ -110,7 +112,13 @@ def convert_unet(state: dict[str, Any], config: dict[str, Any]) -> dict[str, Any
     return out
 
 
-_VAE_ATTN = (("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k."), ("to_v.", "v."), ("to_out.0.", "proj_out."))
+_VAE_ATTN = (
+    ("group_norm.", "norm."),
+    ("to_q.", "q."),
+    ("to_k.", "k."),
+    ("to_v.", "v."),
+    ("to_out.0.", "proj_out."),
+)
 
 
 def convert_vae(state: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -259,9 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
         "  python jobs/train_lora.py merge --model derm-t2im --lora adapters/isic:0.8 --output merged.safetensors\n"
         "  python jobs/train_lora.py merge --model sd15/ --lora a.safetensors:1 --output merged-folder/ --half",
     )
-    p.add_argument("--model", default="derm-t2im", help="derm-t2im | tiny | diffusers folder | .safetensors | s3://")
-    p.add_argument("--lora", action="append", required=True, help="PATH[:SCALE] (repeatable); a folder means "
-                   "its pytorch_lora_weights.safetensors")
+    p.add_argument(
+        "--model", default="derm-t2im", help="derm-t2im | tiny | diffusers folder | .safetensors | s3://"
+    )
+    p.add_argument(
+        "--lora",
+        action="append",
+        required=True,
+        help="PATH[:SCALE] (repeatable); a folder means its pytorch_lora_weights.safetensors",
+    )
     p.add_argument("--output", required=True, help="*.safetensors (original single-file layout) or a folder")
     p.add_argument("--half", action="store_true", help="store fp16 weights (half the size)")
     p.add_argument("--allow-pickle", action="store_true")
