@@ -9,9 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLES_DIR = REPO_ROOT.parent / "shared" / "data" / "derm-t2im-samples"
+from support import REPO_ROOT, SAMPLES_DIR, generate_run, make_lora  # noqa: F401 - re-exported
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
@@ -84,61 +82,12 @@ def s3_bucket(s3_server, request):
     return name
 
 
-def generate_run(
-    output: str | Path,
-    *,
-    limit: int = 16,
-    filter: str = "none",
-    manifest: str | None = None,
-    use_ray: bool = False,
-    **kwargs,
-) -> dict:
-    """Generate a tiny-model run at 64 px (the 6k manifest, 20-26 steps, unless `manifest` is given)."""
-    from dermgen.config import make_config
-    from dermgen.runner import generate
-
-    cfg = make_config(
-        manifest=manifest or str(REPO_ROOT / "manifests" / "derm_t2im_6k.yaml"),
-        model="tiny",
-        output=str(output),
-        limit=limit,
-        size=64,
-        filter=filter,
-        shard_size=kwargs.pop("shard_size", 4),
-        batch_size=kwargs.pop("batch_size", 4),
-        **kwargs,
-    )
-    return generate(cfg, use_ray=use_ray)
-
-
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A 16-image run of the 6k manifest with the tiny model, filter off, written in-process."""
     out = tmp_path_factory.mktemp("tiny_run") / "run"
     generate_run(out, limit=16, filter="none")
     return out
-
-
-def make_lora(path: Path, *, rank: int = 4, alpha: int = 8, seed: int = 0) -> Path:
-    """A random (non-zero) LoRA adapter for the tiny UNet, saved in diffusers format with its metadata."""
-    import torch
-    from diffusers import StableDiffusionPipeline
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    from dermgen.tiny import tiny_components
-
-    unet = tiny_components()["unet"]
-    cfg = LoraConfig(
-        r=rank, lora_alpha=alpha, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
-    )
-    torch.manual_seed(seed)
-    unet.add_adapter(cfg)
-    path.mkdir(parents=True, exist_ok=True)
-    StableDiffusionPipeline.save_lora_weights(
-        str(path), unet_lora_layers=get_peft_model_state_dict(unet), unet_lora_adapter_metadata=cfg.to_dict()
-    )
-    return path / "pytorch_lora_weights.safetensors"
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ met by top-up shards, and the cap with its shortfall report (issue 3)."""
 import json
 
 import pyarrow.parquet as pq
-from conftest import REPO_ROOT, generate_run
+from support import REPO_ROOT, generate_run
 
 from dermgen.cli import main
 

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import generate_run
+from support import generate_run
 
 
 @pytest.fixture
