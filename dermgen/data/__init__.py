@@ -10,9 +10,10 @@ importing this package never imports Ray. See docs/LOADING.md.
 from dermgen.data.labels import DERM_ALIASES, LabelMap
 from dermgen.data.mix import MixedDataset, counts_for_ratios, mix_datasets
 from dermgen.data.pack import pack_folder
-from dermgen.data.real import FolderDataset, scan_folder
-from dermgen.data.runs import Run, RowIndex, Selection, Unit, make_selection, open_run
+from dermgen.data.real import FolderDataset, scan_folder, split_folder
+from dermgen.data.runs import RowIndex, Run, Selection, Unit, make_selection, open_run
 from dermgen.data.torch_dataset import (
+    DecodedCache,
     ImageDataset,
     ImageSubset,
     RunDataset,
@@ -24,6 +25,7 @@ from dermgen.data.torch_dataset import (
 
 __all__ = [
     "DERM_ALIASES",
+    "DecodedCache",
     "FolderDataset",
     "ImageDataset",
     "ImageSubset",
@@ -44,4 +46,5 @@ __all__ = [
     "open_run",
     "pack_folder",
     "scan_folder",
+    "split_folder",
 ]

@@ -75,7 +75,9 @@ class TransformersFeatures:
 
         p = Path(path)
         if not (p / "config.json").is_file():
-            raise ConfigError(f"--features: {str(path)!r} is not a transformers model folder (no config.json)")
+            raise ConfigError(
+                f"--features: {str(path)!r} is not a transformers model folder (no config.json)"
+            )
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = AutoModel.from_pretrained(str(p), local_files_only=True).to(self.device).eval()
         self.processor = AutoImageProcessor.from_pretrained(str(p), local_files_only=True)
@@ -109,7 +111,9 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     # Tr((S_a S_b)^1/2) = sum of square roots of the eigenvalues of S_a S_b (real, >= 0 for PSD S_a, S_b)
     eig = np.linalg.eigvals(np.atleast_2d(s_a) @ np.atleast_2d(s_b))
     tr_sqrt = float(np.sqrt(np.clip(eig.real, 0, None)).sum())
-    value = float(((mu_a - mu_b) ** 2).sum() + np.trace(np.atleast_2d(s_a)) + np.trace(np.atleast_2d(s_b)) - 2 * tr_sqrt)
+    value = float(
+        ((mu_a - mu_b) ** 2).sum() + np.trace(np.atleast_2d(s_a)) + np.trace(np.atleast_2d(s_b)) - 2 * tr_sqrt
+    )
     return max(value, 0.0)
 
 
@@ -194,7 +198,9 @@ def distribution_report(
     ref = FolderDataset(reference, label_map=data.label_map)
     a = extractor(_images_of(data, max_images, seed))
     b = extractor(_images_of(ref, max_images, seed + 1))
-    kid, kid_std = kernel_inception_distance(a, b, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
+    kid, kid_std = kernel_inception_distance(
+        a, b, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed
+    )
     fd = frechet_distance(a, b)
     return {
         "skipped": False,
@@ -224,7 +230,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     args = parser.parse_args(list(argv) if argv is not None else None)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        report = distribution_report(args.run, args.reference, features=args.features, max_images=args.max_images, seed=args.seed)
+        report = distribution_report(
+            args.run, args.reference, features=args.features, max_images=args.max_images, seed=args.seed
+        )
     except DermgenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

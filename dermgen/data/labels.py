@@ -54,7 +54,9 @@ class LabelMap(BaseModel):
             raise ValueError(f"classes: ids {ids} must be 0..{len(ids) - 1}, each used once")
         for alias, target in self.aliases.items():
             if target.lower() not in lowered:
-                raise ValueError(f"aliases: {alias!r} -> {target!r} names no class (classes: {list(self.classes)})")
+                raise ValueError(
+                    f"aliases: {alias!r} -> {target!r} names no class (classes: {list(self.classes)})"
+                )
         return self
 
     @classmethod
@@ -108,4 +110,6 @@ def as_label_map(value: LabelMap | Mapping[str, int] | None) -> LabelMap:
     try:
         return LabelMap(classes=dict(value))
     except Exception as exc:  # pydantic ValidationError -> one readable line
-        raise ConfigError(f"label_map: {dict(value)!r} is not a valid mapping of names to ids 0..n-1: {exc}") from None
+        raise ConfigError(
+            f"label_map: {dict(value)!r} is not a valid mapping of names to ids 0..n-1: {exc}"
+        ) from None

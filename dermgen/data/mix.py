@@ -38,7 +38,9 @@ def counts_for_ratios(ratios: Sequence[float], total: int) -> list[int]:
     return counts
 
 
-def _pick(n_available: int, count: int, rng: np.random.Generator, allow_repeats: bool, name: str) -> list[int]:
+def _pick(
+    n_available: int, count: int, rng: np.random.Generator, allow_repeats: bool, name: str
+) -> list[int]:
     if count <= n_available:
         return [int(i) for i in rng.permutation(n_available)[:count]]
     if not allow_repeats:

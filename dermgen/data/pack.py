@@ -168,7 +168,13 @@ def pack_folder(
             commit_shard(store, shard_id, rows, keys)
             shards += 1
         labels[label] = len(recs)
-    summary = {"run_id": run_id, "kind": "packed", "shards": shards, "labels": labels, "kept": sum(labels.values())}
+    summary = {
+        "run_id": run_id,
+        "kind": "packed",
+        "shards": shards,
+        "labels": labels,
+        "kept": sum(labels.values()),
+    }
     store.put(SUMMARY_JSON, json.dumps(summary, indent=2, sort_keys=True).encode())
     log.info("packed %d image(s) from %s into %d shard(s) at %s", summary["kept"], root, shards, store.uri)
     return summary

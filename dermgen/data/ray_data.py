@@ -5,7 +5,7 @@
     trainer = TorchTrainer(loop, datasets={"train": ds}, ...)
 
 The same `Selection` as the PyTorch loaders (kept, status "ok", `where`, score bounds, predicate) is
-applied with ``Dataset.filter``; the image is decoded to a numpy array (optionally resized) in ``map``.
+applied with ``Dataset.filter`` (status and kept as an Arrow expression, the rest row by row); the image is decoded to a numpy array (optionally resized) in ``map``.
 Ray is imported only inside this module's functions.
 """
 
@@ -56,6 +56,15 @@ class _Decode:
         return out
 
 
+def _base_expr(selection: Selection):
+    from ray.data.expressions import col
+
+    expr = col("status").is_in(list(selection.statuses))
+    if not selection.include_dropped:
+        expr = expr & (col("kept") == True)  # noqa: E712 - an expression, not a comparison
+    return expr
+
+
 def read_run(
     run: str | os.PathLike | Run,
     *,
@@ -93,7 +102,9 @@ def read_run(
     fs, _ = r.filesystem()
     paths = [r.shard_path(s) for s in r.shard_ids]
     ds = ray.data.read_parquet(paths, filesystem=fs, **read_parquet_kwargs)
-    ds = ds.filter(_Keep(sel))
+    ds = ds.filter(expr=_base_expr(sel))  # status / kept as an Arrow expression (vectorised)
+    if sel.include_dropped or sel.where or sel.min_scores or sel.max_scores or sel.predicate:
+        ds = ds.filter(_Keep(sel))  # the rest row by row, with the very code the torch loaders use
     if decode:
         ds = ds.map(_Decode(r.label_map, image_size, columns))
     return ds

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from PIL import Image
 
 from dermgen.data.labels import LabelMap, as_label_map
@@ -72,6 +73,52 @@ def scan_folder(
     return records
 
 
+def split_folder(
+    root: str | os.PathLike,
+    output: str | os.PathLike,
+    fractions: Mapping[str, float],
+    *,
+    seed: int = 0,
+    label_map: LabelMap | Mapping[str, int] | None = None,
+    mode: Literal["symlink", "copy"] = "symlink",
+) -> dict[str, dict[str, int]]:
+    """Split a ``<root>/<label>/`` folder into ``<output>/<split>/<label>/`` folders, stratified by label.
+
+    `fractions` maps split names to shares (normalised to sum 1); each label's files are shuffled with
+    `seed` and cut by largest remainder, so the split is deterministic. Returns counts per split and label.
+    """
+    import shutil
+
+    from dermgen.data.mix import counts_for_ratios
+
+    if not fractions:
+        raise ConfigError("fractions: empty; expected e.g. {'train': 0.7, 'test': 0.3}")
+    records = scan_folder(root, label_map)
+    names = list(fractions)
+    out_root = Path(output)
+    counts: dict[str, dict[str, int]] = {n: {} for n in names}
+    for label in sorted({r["label"] for r in records}):
+        files = [r for r in records if r["label"] == label]
+        order = np.random.default_rng([seed, len(files)]).permutation(len(files))
+        sizes = counts_for_ratios([fractions[n] for n in names], len(files))
+        start = 0
+        for name, size in zip(names, sizes, strict=True):
+            dest = out_root / name / label
+            dest.mkdir(parents=True, exist_ok=True)
+            for j in order[start : start + size]:
+                src = Path(files[int(j)]["path"]).resolve()
+                target = dest / src.name
+                if target.exists() or target.is_symlink():
+                    target.unlink()
+                if mode == "symlink":
+                    target.symlink_to(src)
+                else:
+                    shutil.copy2(src, target)
+            counts[name][label] = size
+            start += size
+    return counts
+
+
 class FolderDataset(ImageDataset):
     """Map-style dataset of a ``<root>/<label>/`` image folder, with the same outputs as `RunDataset`."""
 
@@ -92,7 +139,11 @@ class FolderDataset(ImageDataset):
         lm = as_label_map(label_map)
         self.records = scan_folder(root, lm, extensions=extensions, unknown=unknown, recursive=recursive)
         self.formatter = SampleFormatter(
-            lm, transform=transform, output=output, image_format=image_format, metadata_columns=metadata_columns
+            lm,
+            transform=transform,
+            output=output,
+            image_format=image_format,
+            metadata_columns=metadata_columns,
         )
 
     def image_bytes(self, index: int) -> bytes:

@@ -280,7 +280,9 @@ class Run:
         table = self.parquet_file(shard_id).read_row_group(row_group, columns=["image.bytes"])
         return table.column("image").combine_chunks().field("bytes")
 
-    def read_image_bytes(self, shard_id: str, row_group: int, rows: Sequence[int] | None = None) -> list[bytes]:
+    def read_image_bytes(
+        self, shard_id: str, row_group: int, rows: Sequence[int] | None = None
+    ) -> list[bytes]:
         """PNG bytes of `rows` (offsets in the row group; all when None)."""
         col = self.read_image_column(shard_id, row_group)
         if rows is None:

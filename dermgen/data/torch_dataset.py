@@ -30,7 +30,7 @@ from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from dermgen.data.labels import LabelMap
-from dermgen.data.runs import IoMode, Run, RowIndex, Selection, Unit, make_selection, open_run
+from dermgen.data.runs import IoMode, RowIndex, Run, Selection, Unit, make_selection, open_run
 from dermgen.data.transforms import Resize, ToTensor
 from dermgen.errors import ConfigError
 
@@ -94,7 +94,9 @@ class SampleFormatter:
             "sample_id": record["sample_id"],
             "source": record["source"],
         }
-        cols = [c for c in record if c not in out] if self.metadata_columns == "all" else self.metadata_columns
+        cols = (
+            [c for c in record if c not in out] if self.metadata_columns == "all" else self.metadata_columns
+        )
         for c in cols:
             if c not in record:
                 raise KeyError(f"metadata column {c!r} not in this dataset's records (have {sorted(record)})")
@@ -273,17 +275,28 @@ class RunDataset(ImageDataset):
             metadata_columns=metadata_columns,
         )
         self.cache_row_groups = cache_row_groups
+        # forked DataLoader workers inherit this cache (a preloaded one is shared, read-only, by all)
         self._cache: OrderedDict[tuple[str, int], pa.Array] = OrderedDict()
-        self._cache_pid = os.getpid()
+        self._accesses = self._misses = 0
+        self._warned = False
 
     def _column(self, shard_id: str, row_group: int) -> pa.Array:
-        if self._cache_pid != os.getpid():
-            self._cache_pid = os.getpid()  # keep a preloaded parent cache: forked workers share it read-only
         key = (shard_id, row_group)
         col = self._cache.get(key)
+        self._accesses += 1
         if col is not None:
             self._cache.move_to_end(key)
             return col
+        self._misses += 1
+        if self._accesses >= 256 and self._misses > self._accesses // 2 and not self._warned:
+            self._warned = True
+            log.warning(
+                "%s: %d of %d image reads missed the row-group cache (random access reads a whole row "
+                "group per image); call preload(), raise cache_row_groups, or use RunIterableDataset",
+                self.run.uri,
+                self._misses,
+                self._accesses,
+            )
         col = self.run.read_image_column(shard_id, row_group)
         if self.cache_row_groups != 0:
             self._cache[key] = col
@@ -300,7 +313,9 @@ class RunDataset(ImageDataset):
         """Read every selected row group's image bytes now and keep them (no cache eviction)."""
         self.cache_row_groups = None
         for unit in self.index.units:
-            self._column(unit.shard_id, unit.row_group)
+            key = (unit.shard_id, unit.row_group)
+            if key not in self._cache:
+                self._cache[key] = self.run.read_image_column(*key)
         return self
 
 
@@ -315,7 +330,9 @@ def distributed_info(rank: int | None = None, world_size: int | None = None) -> 
         rank = int(os.environ.get("RANK", "0"))
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ConfigError(f"rank/world_size: got rank={rank}, world_size={world_size}; need 0 <= rank < world_size")
+        raise ConfigError(
+            f"rank/world_size: got rank={rank}, world_size={world_size}; need 0 <= rank < world_size"
+        )
     return rank, world_size
 
 
@@ -486,7 +503,9 @@ class RunIterableDataset(IterableDataset):
             order = list(range(len(unit)))
             if self.shuffle:
                 key = self._unit_keys[(unit.shard_id, unit.row_group)]
-                order = [int(i) for i in np.random.default_rng([self.seed, self.epoch, key, 7]).permutation(order)]
+                order = [
+                    int(i) for i in np.random.default_rng([self.seed, self.epoch, key, 7]).permutation(order)
+                ]
             for i in order:
                 yield col[unit.rows[i]].as_py(), self.index.records[unit.positions[i]]
 
@@ -497,7 +516,9 @@ class RunIterableDataset(IterableDataset):
         rows = self._rows(share, worker_id)
         if self.shuffle and self.shuffle_buffer > 1:
             rows = _buffer_shuffle(
-                rows, self.shuffle_buffer, np.random.default_rng([self.seed, self.epoch, self.rank, worker_id, 11])
+                rows,
+                self.shuffle_buffer,
+                np.random.default_rng([self.seed, self.epoch, self.rank, worker_id, 11]),
             )
         for n, (data, record) in enumerate(rows):
             if n >= share.quota:

@@ -147,9 +147,7 @@ class RandomResizedCrop:
         img = _as_pil(img)
         top, left, ch, cw = self._params(*img.size)
         th, tw = self.size
-        return img.resize(
-            (tw, th), _INTERPOLATION[self.interpolation], box=(left, top, left + cw, top + ch)
-        )
+        return img.resize((tw, th), _INTERPOLATION[self.interpolation], box=(left, top, left + cw, top + ch))
 
     def __repr__(self) -> str:
         return f"RandomResizedCrop({self.size}, scale={self.scale}, ratio={self.ratio})"

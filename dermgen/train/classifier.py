@@ -167,7 +167,12 @@ def build_model(
                 label2id=label2id,
             )
         else:
-            tiny = {"hidden_size": 96, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 192}
+            tiny = {
+                "hidden_size": 96,
+                "num_hidden_layers": 4,
+                "num_attention_heads": 4,
+                "intermediate_size": 192,
+            }
             cfg = ViTConfig(
                 image_size=image_size,
                 patch_size=16 if size == "full" else 8,
@@ -180,7 +185,9 @@ def build_model(
     path = Path(weights).expanduser()
     local = path.is_dir()
     if not local and _looks_like_path(weights):
-        raise ConfigError(f"--weights: {weights!r} is not a local model folder (expected none, PATH or a hub name)")
+        raise ConfigError(
+            f"--weights: {weights!r} is not a local model folder (expected none, PATH or a hub name)"
+        )
     try:
         model = cls.from_pretrained(
             str(path) if local else weights,
@@ -317,7 +324,9 @@ def prepare_data(cfg: ClassifierConfig) -> dict[str, Any]:
                 wanted,
                 100 * cfg.synthetic_ratio,
             )
-        mixed = MixedDataset({"synthetic": syn, "real": real_train}, {"synthetic": n_syn, "real": n_real}, seed=cfg.seed)
+        mixed = MixedDataset(
+            {"synthetic": syn, "real": real_train}, {"synthetic": n_syn, "real": n_real}, seed=cfg.seed
+        )
         train_sets["hybrid"] = mixed
         composition["hybrid"] = {
             "real": n_real,
@@ -327,7 +336,14 @@ def prepare_data(cfg: ClassifierConfig) -> dict[str, Any]:
             "synthetic_fraction": n_syn / max(1, n_real + n_syn),
             "labels": mixed.composition(),
         }
-    return {"train": train_sets, "val": real_val, "tests": tests, "composition": composition, "label_map": lm}
+    return {
+        "train": train_sets,
+        "real_train": len(real_train),
+        "val": real_val,
+        "tests": tests,
+        "composition": composition,
+        "label_map": lm,
+    }
 
 
 def _loader(ds: ImageDataset, cfg: ClassifierConfig, *, shuffle: bool, seed: int) -> DataLoader:
@@ -370,7 +386,9 @@ def _schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool = False) -> tuple[list[int], list[float], float]:
+def predict(
+    model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool = False
+) -> tuple[list[int], list[float], float]:
     """(labels, p(malignant), mean cross-entropy) over a loader."""
     model.eval()
     labels: list[int] = []
@@ -378,7 +396,9 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device, am
     loss_sum, n = 0.0, 0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        with torch.autocast(
+            device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"
+        ):
             logits = _logits(model, x).float()
         loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
         n += len(y)
@@ -401,11 +421,21 @@ def train_one(
     report=None,
 ) -> tuple[torch.nn.Module, list[dict[str, Any]], int]:
     """Train `model` on `train_ds`; returns (model with the selected weights, history, selected epoch)."""
-    train_loader = _loader(train_ds.with_format(transform=train_transform(cfg.image_size, mean, std)), cfg, shuffle=True, seed=cfg.seed)
+    train_loader = _loader(
+        train_ds.with_format(transform=train_transform(cfg.image_size, mean, std)),
+        cfg,
+        shuffle=True,
+        seed=cfg.seed,
+    )
     if sampler_hook is not None:
         train_loader = sampler_hook(train_loader)
     val_loader = (
-        _loader(val_ds.with_format(transform=eval_transform(cfg.image_size, mean, std)), cfg, shuffle=False, seed=cfg.seed)
+        _loader(
+            val_ds.with_format(transform=eval_transform(cfg.image_size, mean, std)),
+            cfg,
+            shuffle=False,
+            seed=cfg.seed,
+        )
         if val_ds is not None and len(val_ds)
         else None
     )
@@ -423,14 +453,16 @@ def train_one(
         loss_sum, correct, n = 0.0, 0, 0
         for x, y in train_loader:
             x, y = x.to(device), y.to(device)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+            with torch.autocast(
+                device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"
+            ):
                 logits = _logits(model, x).float()
             loss = torch.nn.functional.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            loss_sum += float(loss) * len(y)
+            loss_sum += float(loss.detach()) * len(y)
             correct += int((logits.argmax(1) == y).sum())
             n += len(y)
         row: dict[str, Any] = {
@@ -443,7 +475,9 @@ def train_one(
         if val_loader is not None:
             labels, probs, vloss = predict(model, val_loader, device, cfg.amp)
             m = binary_metrics(labels, probs)
-            row.update(val_loss=vloss, val_accuracy=m["accuracy"], val_balanced_accuracy=m["balanced_accuracy"])
+            row.update(
+                val_loss=vloss, val_accuracy=m["accuracy"], val_balanced_accuracy=m["balanced_accuracy"]
+            )
             key = (m["balanced_accuracy"] or 0.0, -vloss)
             if cfg.select == "best" and (best_key is None or key > best_key):
                 best_key, best_epoch = key, epoch
@@ -457,7 +491,9 @@ def train_one(
                 cfg.epochs,
                 row["train_loss"],
                 row["train_accuracy"],
-                f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f}" if "val_loss" in row else "",
+                f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f}"
+                if "val_loss" in row
+                else "",
                 row["seconds"],
             )
         if report is not None:
@@ -479,7 +515,12 @@ def evaluate(
 ) -> dict[str, dict[str, Any]]:
     out = {}
     for name, ds in datasets.items():
-        loader = _loader(ds.with_format(transform=eval_transform(cfg.image_size, mean, std)), cfg, shuffle=False, seed=cfg.seed)
+        loader = _loader(
+            ds.with_format(transform=eval_transform(cfg.image_size, mean, std)),
+            cfg,
+            shuffle=False,
+            seed=cfg.seed,
+        )
         labels, probs, loss = predict(model, loader, device, cfg.amp)
         out[name] = {**binary_metrics(labels, probs), "loss": loss}
     return out
@@ -527,8 +568,13 @@ def _ray_train_loop(loop_config: dict[str, Any]) -> None:
         ray.train.report({"epochs": len(history)}, checkpoint=checkpoint)
 
 
-def train_with_ray(cfg: ClassifierConfig, mode: str) -> tuple[torch.nn.Module, list[dict[str, Any]], int]:
-    """Train one mode with TorchTrainer on `cfg.num_workers` workers; returns the rank-0 model."""
+def train_with_ray(
+    cfg: ClassifierConfig, mode: str
+) -> tuple[torch.nn.Module, list[dict[str, Any]], int, tuple[float, ...], tuple[float, ...]]:
+    """Train one mode with TorchTrainer on `cfg.num_workers` workers.
+
+    Returns the rank-0 model (selected weights), its history, the selected epoch and the normalisation.
+    """
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -540,6 +586,10 @@ def train_with_ray(cfg: ClassifierConfig, mode: str) -> tuple[torch.nn.Module, l
     try:
         gpus = int(ray.cluster_resources().get("GPU", 0))
         use_gpu = gpus >= cfg.num_workers and (cfg.device is None or cfg.device.startswith("cuda"))
+        if 0 < gpus < cfg.num_workers:
+            log.warning(
+                "--num-workers %d but the cluster has %d GPU(s): training on CPUs", cfg.num_workers, gpus
+            )
         trainer = TorchTrainer(
             _ray_train_loop,
             train_loop_config={"cfg": cfg.model_dump(), "mode": mode},
@@ -557,9 +607,9 @@ def train_with_ray(cfg: ClassifierConfig, mode: str) -> tuple[torch.nn.Module, l
     finally:
         if started:
             ray.shutdown()
-    model, _, _ = build_model(cfg.model, cfg.weights, size=cfg.model_size, image_size=cfg.image_size)
+    model, mean, std = build_model(cfg.model, cfg.weights, size=cfg.model_size, image_size=cfg.image_size)
     model.load_state_dict(state)
-    return model, meta["history"], meta["best_epoch"]
+    return model, meta["history"], meta["best_epoch"], mean, std
 
 
 def ray_available() -> bool:
@@ -596,7 +646,9 @@ def render_table(metrics: dict[str, Any]) -> str:
         cells = [_pct(metrics[mode][t]["accuracy"]) for t in tests]
         lines.append(f"| {label}, {mode} | " + " | ".join(cells) + f" | {_pct(val)} |")
     lines += ["", "All metrics (%; AUROC x100):", ""]
-    lines.append("| model | test set | n | accuracy | balanced acc. | AUROC | sensitivity | specificity | confusion [[TN, FP], [FN, TP]] |")
+    lines.append(
+        "| model | test set | n | accuracy | balanced acc. | AUROC | sensitivity | specificity | confusion [[TN, FP], [FN, TP]] |"
+    )
     lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for mode in modes:
         for t in tests:
@@ -615,10 +667,16 @@ def render_table(metrics: dict[str, Any]) -> str:
         )
     study = [(m, STUDY_TABLE_IV.get((model, m))) for m in modes]
     if any(s for _, s in study):
-        lines += ["", "The study's Table IV for reference (ISIC Archive / HAM10000 test sets, full models, pretrained):", ""]
+        lines += [
+            "",
+            "The study's Table IV for reference (ISIC Archive / HAM10000 test sets, full models, pretrained):",
+            "",
+        ]
         for mode, s in study:
             if s:
-                lines.append(f"- {MODEL_NAMES[model]}, {mode}: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items()))
+                lines.append(
+                    f"- {MODEL_NAMES[model]}, {mode}: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items())
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -630,14 +688,16 @@ def plot_curves(metrics: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for mode, info in metrics["training"].items():
+    for k, (mode, info) in enumerate(metrics["training"].items()):
         hist = info["history"]
+        color = f"C{k}"
         epochs = [h["epoch"] for h in hist]
-        axes[0].plot(epochs, [h["train_loss"] for h in hist], label=f"{mode} train")
+        axes[0].plot(epochs, [h["train_loss"] for h in hist], color=color, label=f"{mode} train")
+        axes[1].plot(epochs, [h["train_accuracy"] for h in hist], color=color, label=f"{mode} train")
         if hist and "val_loss" in hist[0]:
-            axes[0].plot(epochs, [h["val_loss"] for h in hist], "--", label=f"{mode} val")
-            axes[1].plot(epochs, [h["val_accuracy"] for h in hist], label=f"{mode} val")
-        axes[1].plot(epochs, [h["train_accuracy"] for h in hist], ":", label=f"{mode} train")
+            axes[0].plot(epochs, [h["val_loss"] for h in hist], "--", color=color, label=f"{mode} val")
+            axes[1].plot(epochs, [h["val_accuracy"] for h in hist], "--", color=color, label=f"{mode} val")
+    axes[0].set_yscale("log")
     axes[0].set(title="loss", xlabel="epoch")
     axes[1].set(title="accuracy", xlabel="epoch", ylim=(0, 1))
     for ax in axes:
@@ -667,7 +727,7 @@ def run_validation(cfg: ClassifierConfig) -> dict[str, Any]:
         "config": cfg.model_dump(),
         "learning_rate": cfg.learning_rate,
         "data": {
-            "real_train": len(data["train"].get("baseline", [])) or None,
+            "real_train": data["real_train"],
             "real_val": len(data["val"]),
             "tests": {k: len(v) for k, v in data["tests"].items()},
         },
@@ -677,13 +737,20 @@ def run_validation(cfg: ClassifierConfig) -> dict[str, Any]:
     }
     for mode in cfg.modes:
         t0 = time.perf_counter()
-        log.info("training %s (%s, %s weights) on %d images", mode, cfg.model, cfg.weights, len(data["train"][mode]))
+        log.info(
+            "training %s (%s, %s weights) on %d images",
+            mode,
+            cfg.model,
+            cfg.weights,
+            len(data["train"][mode]),
+        )
         if use_ray:
-            model, history, best_epoch = train_with_ray(cfg, mode)
-            _, mean, std = build_model(cfg.model, cfg.weights, size=cfg.model_size, image_size=cfg.image_size)
+            model, history, best_epoch, mean, std = train_with_ray(cfg, mode)
         else:
             _seed_everything(cfg.seed)  # the same initial weights and batch order seed for every mode
-            model, mean, std = build_model(cfg.model, cfg.weights, size=cfg.model_size, image_size=cfg.image_size)
+            model, mean, std = build_model(
+                cfg.model, cfg.weights, size=cfg.model_size, image_size=cfg.image_size
+            )
             model, history, best_epoch = train_one(
                 cfg, data["train"][mode], data["val"], device=device, mean=mean, std=std, model=model
             )

@@ -1,0 +1,21 @@
+"""A run as a Ray Data dataset: kept filter, decoded images, labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.mark.slow
+def test_read_run_with_ray_data(ray_local, crafted_run, crafted_selected):
+    from dermgen.data.ray_data import read_run
+
+    rows = read_run(crafted_run, where={"entry_id": ["e1", "e2"]}, image_size=4).take_all()
+    assert len(rows) == 8
+    ids = {r["sample_id"] for r in rows}
+    assert "e1-0000002" not in ids and "e1-0000004" not in ids  # dropped and failed rows left out
+    r = next(r for r in rows if r["sample_id"] == "e2-0000001")
+    assert r["label"] == 1 and r["label_name"] == "malignant" and r["sampler"] == "Euler"
+    assert (
+        isinstance(r["image"], np.ndarray) and r["image"].shape == (4, 4, 3) and r["image"].dtype == np.uint8
+    )
