@@ -103,7 +103,7 @@ def main() -> None:
     torch.set_num_threads(cpus)
     plain_s = plain_loop(plan, args.batch_size)
 
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     os.environ["DERMGEN_ACTOR_STAGGER_S"] = "0"
     t0 = time.perf_counter()
     summary = generate(cfg)

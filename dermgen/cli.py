@@ -281,7 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             log.exception("unexpected error")
         first = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"error: unexpected {type(exc).__name__}: {first} (run with -v for the traceback)", file=sys.stderr)
+        print(
+            f"error: unexpected {type(exc).__name__}: {first} (run with -v for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -46,7 +46,9 @@ class WorkerOptions:
     compile: bool = False
     png_compress_level: int = 3
     global_loras: tuple[LoraSpec, ...] = ()
-    warmup_size: tuple[int, int] | None = None  # render one batch at start (compiles the graph with --compile)
+    warmup_size: tuple[int, int] | None = (
+        None  # render one batch at start (compiles the graph with --compile)
+    )
 
 
 def make_filter(opts: WorkerOptions):
@@ -107,8 +109,16 @@ class ShardWorker:
         if opts.warmup_size:
             w, h = opts.warmup_size
             n = self.renderer.batch_size
-            self.renderer.render(["warm-up"] * n, [""] * n, list(range(n)), sampler="Euler", steps=2,
-                                 cfg_scale=7.0, width=w, height=h)
+            self.renderer.render(
+                ["warm-up"] * n,
+                [""] * n,
+                list(range(n)),
+                sampler="Euler",
+                steps=2,
+                cfg_scale=7.0,
+                width=w,
+                height=h,
+            )
         self.load_seconds = time.perf_counter() - t0
         self._post = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dermgen-post")
         log.info(

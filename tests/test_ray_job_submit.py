@@ -66,6 +66,13 @@ def test_ray_job_submit_generate_6k(tmp_path):
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dash_port}",
             f"--temp-dir={temp_dir}",
+            # every port of its own: another Ray on this machine (the test session's) holds the defaults,
+            # and a job agent that cannot bind never registers ("No available agent to submit job")
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--ray-client-server-port={free_port()}",
             "--disable-usage-stats",
         ],
         capture_output=True,

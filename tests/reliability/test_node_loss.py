@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from dermgen.shards import iter_shard_tables
 from dermgen.store import LocalStore
+
+SMOKE_TEXT = (Path(__file__).resolve().parents[2] / "manifests" / "smoke.yaml").read_text()
 
 
 @pytest.fixture
@@ -50,7 +53,12 @@ def test_node_removed_mid_run_every_sample_once(tmp_path, cluster, gen, exactly_
 
     killer = threading.Thread(target=remove_a_node_when_both_actors_work, daemon=True)
     killer.start()
-    summary = gen(out, use_ray=True, num_actors=2, shard_size=1, ray_address=c.address)
+    # 40 steps per image (the smoke manifest has 4) so the run outlasts the second actor's start-up
+    manifest = tmp_path / "slow.yaml"
+    manifest.write_text(SMOKE_TEXT.replace("steps: 4", "steps: 40"))
+    summary = gen(
+        out, use_ray=True, num_actors=2, shard_size=1, ray_address=c.address, manifest=str(manifest)
+    )
     killer.join(timeout=10)
     print(
         f"node loss: removed after {removed.get('committed_before')} of 8 shards committed; actors created "

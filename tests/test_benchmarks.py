@@ -1,0 +1,38 @@
+"""CI smoke of the benchmark scripts: each runs in --quick mode and prints a JSON object as its last line.
+
+Timings are measured by the scripts, never asserted here.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+CASES = {
+    "orchestration_overhead.py": {"plain_s", "dermgen_s", "ratio"},
+    "loader_throughput.py": set(),
+    "filter_throughput.py": set(),
+    "filter_calibration.py": set(),
+    "gpu_throughput.py": set(),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(CASES))
+def test_benchmark_quick_mode_prints_json(script, samples_dir):
+    args = [sys.executable, str(REPO / "benchmarks" / script)]
+    if script != "gpu_throughput.py":
+        args.append("--quick")
+    env = dict(os.environ, RAY_ADDRESS="")
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert isinstance(result, dict) and result
+    assert CASES[script] <= set(result)
+    if script == "gpu_throughput.py" and "skipped" in result:
+        assert result["skipped"] == "no CUDA device"
