@@ -65,10 +65,10 @@ def plain_loop(plan, batch_size: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=192)
-    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--images", type=int, default=384)
+    ap.add_argument("--size", type=int, default=72)  # ~100 ms per image on one core pair
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--shard-size", type=int, default=32)
+    ap.add_argument("--shard-size", type=int, default=64)
     ap.add_argument("--filter", default="default", choices=["default", "none"])
     ap.add_argument("--quick", action="store_true", help="tiny workload for CI (the ratio is not meaningful)")
     args = ap.parse_args()
