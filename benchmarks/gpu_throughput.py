@@ -68,6 +68,33 @@ class BusySampler:
         return round(sum(self.samples) / (100 * len(self.samples)), 4) if self.samples else None
 
 
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _reset_peak(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gb(device: str) -> float | None:
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 1e9, 2) if device == "cuda" else None
+
+
+def build_tiny(folder: Path) -> None:
+    """The tiny preset as a diffusers folder (for --cpu-smoke: the same code path on a CPU, in seconds)."""
+    from dermgen.tiny import build_tiny_pipeline
+
+    build_tiny_pipeline().save_pretrained(folder)
+
+
 def build_random_sd15(folder: Path) -> None:
     """Save a random-weight SD 1.5 pipeline (fp16) as a diffusers folder dermgen can load."""
     import torch
@@ -92,94 +119,89 @@ def build_random_sd15(folder: Path) -> None:
     pipe.save_pretrained(folder)
 
 
-def plain_diffusers(folder: Path, n: int, steps: int) -> dict:
+def plain_diffusers(folder: Path, n: int, steps: int, device: str, size: int) -> dict:
+    """(a) what most scripts do: fp16 pipeline, one image per call, PIL output."""
     import torch
     from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
 
+    dtype = torch.float16 if device == "cuda" else torch.float32
     pipe = StableDiffusionPipeline.from_pretrained(
-        folder, torch_dtype=torch.float16, safety_checker=None, requires_safety_checker=False
-    ).to("cuda")
+        folder, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+    ).to(device)
     pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    pipe("benign mole", num_inference_steps=steps, guidance_scale=7.0)  # warm-up
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    kw = {"num_inference_steps": steps, "guidance_scale": 7.0, "width": size, "height": size}
+    pipe("benign mole", **kw)  # warm-up
+    _sync(device)
+    _reset_peak(device)
     with BusySampler() as busy:
         t0 = time.perf_counter()
         for i in range(n):
-            pipe(
-                "benign mole",
-                num_inference_steps=steps,
-                guidance_scale=7.0,
-                generator=torch.Generator("cuda").manual_seed(i),
-            )
-        torch.cuda.synchronize()
+            pipe("benign mole", generator=torch.Generator(device).manual_seed(i), **kw)
+        _sync(device)
         secs = time.perf_counter() - t0
     out = {
         "images": n,
         "seconds": round(secs, 3),
         "images_per_s": round(n / secs, 3),
-        "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2),
+        "peak_mem_gb": _peak_gb(device),
         "gpu_busy": busy.busy_fraction,
     }
     del pipe
-    torch.cuda.empty_cache()
+    if device == "cuda":
+        torch.cuda.empty_cache()
     return out
 
 
-def dermgen_path(folder: Path, n: int, steps: int, batch_size: int, compile: bool, work: Path) -> dict:
-    import torch
-
+def dermgen_path(
+    folder: Path, n: int, steps: int, batch_size: int, compile: bool, work: Path, device: str, size: int
+) -> dict:
+    """(b) dermgen's actor path: a ShardWorker rendering planned shards into a real store."""
     from dermgen.manifest import parse_manifest
     from dermgen.plan import plan_run
     from dermgen.worker import ShardWorker, WorkerOptions
 
-    manifest = parse_manifest(
-        {
-            "name": "bench",
-            "entries": [
-                {
-                    "id": "benign_mole",
-                    "label": "benign",
-                    "prompt": "benign mole",
-                    "count": n,
-                    "samplers": ["Euler a"],
-                    "steps": steps,
-                    "cfg_scale": 7,
-                    "size": 512,
-                }
-            ],
-        }
-    )
-    plan = plan_run(manifest, shard_size=max(batch_size * 4, 64))
+    entry = {
+        "id": "benign_mole",
+        "label": "benign",
+        "prompt": "benign mole",
+        "count": n,
+        "samplers": ["Euler a"],
+        "steps": steps,
+        "cfg_scale": 7,
+        "size": size,
+    }
+    plan = plan_run(parse_manifest({"name": "bench", "entries": [entry]}), shard_size=max(batch_size * 4, 64))
     opts = WorkerOptions(
         model=str(folder),
         filter="default",
         batch_size=batch_size,
-        device="cuda",
+        device=device,
         compile=compile,
-        warmup_size=(512, 512),
+        warmup_size=(size, size),
     )
     worker = ShardWorker(opts, str(work / "store"), run_id="bench", actor="bench")
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    _sync(device)
+    _reset_peak(device)
     with BusySampler() as busy:
         t0 = time.perf_counter()
-        kept = 0
+        rendered = 0
         for shard in plan.shards:
-            kept += worker.run_shard(shard)["kept"]
-        torch.cuda.synchronize()
+            rendered += worker.run_shard(shard)["ok"]
+        _sync(device)
         secs = time.perf_counter() - t0
     worker.close()
+    assert rendered == n, f"rendered {rendered} of {n}"
     return {
         "images": n,
         "seconds": round(secs, 3),
         "images_per_s": round(n / secs, 3),
         "batch_size": batch_size,
         "compile": compile,
-        "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2),
+        "peak_mem_gb": _peak_gb(device),
         "gpu_busy": busy.busy_fraction,
         "load_s": round(worker.load_seconds, 1),
+        "shards_committed": sum(1 for p in (work / "store" / "shards").glob("*.parquet")),
     }
 
 
@@ -190,28 +212,38 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument(
+        "--cpu-smoke",
+        action="store_true",
+        help="the same code on the CPU with the tiny model at 64 px (checks the script, not a GPU)",
+    )
     args = ap.parse_args()
     import torch
 
-    if not torch.cuda.is_available():
+    if args.cpu_smoke:
+        device, size, build = "cpu", 64, build_tiny
+        args.images, args.plain_images, args.steps, args.batch_size = 8, 2, 4, 4
+    elif torch.cuda.is_available():
+        device, size, build = "cuda", 512, build_random_sd15
+    else:
         print(json.dumps({"benchmark": "gpu_throughput", "skipped": "no CUDA device"}))
         return
     work = Path(tempfile.mkdtemp(prefix="dermgen-gpu-"))
     try:
         t0 = time.perf_counter()
-        build_random_sd15(work / "sd15-random")
+        build(work / "model")
         build_s = time.perf_counter() - t0
-        plain = plain_diffusers(work / "sd15-random", args.plain_images, args.steps)
+        plain = plain_diffusers(work / "model", args.plain_images, args.steps, device, size)
         ours = dermgen_path(
-            work / "sd15-random", args.images, args.steps, args.batch_size, args.compile, work
+            work / "model", args.images, args.steps, args.batch_size, args.compile, work, device, size
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {
         "benchmark": "gpu_throughput",
-        "device": torch.cuda.get_device_name(0),
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu (--cpu-smoke)",
         "torch": torch.__version__,
-        "size": 512,
+        "size": size,
         "steps": args.steps,
         "sampler": "Euler a",
         "cfg": 7.0,

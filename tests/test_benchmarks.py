@@ -4,7 +4,6 @@ Timings are measured by the scripts, never asserted here.
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ CASES = {
     "loader_throughput.py": set(),
     "filter_throughput.py": set(),
     "filter_calibration.py": set(),
-    "gpu_throughput.py": set(),
+    "gpu_throughput.py": {"plain_diffusers_fp16_batch1", "dermgen_actor_path", "speedup"},
 }
 
 
@@ -26,13 +25,11 @@ CASES = {
 @pytest.mark.parametrize("script", sorted(CASES))
 def test_benchmark_quick_mode_prints_json(script, samples_dir):
     args = [sys.executable, str(REPO / "benchmarks" / script)]
-    if script != "gpu_throughput.py":
-        args.append("--quick")
-    env = dict(os.environ, RAY_ADDRESS="")
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    args.append("--cpu-smoke" if script == "gpu_throughput.py" else "--quick")
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert isinstance(result, dict) and result
     assert CASES[script] <= set(result)
-    if script == "gpu_throughput.py" and "skipped" in result:
-        assert result["skipped"] == "no CUDA device"
+    if script == "gpu_throughput.py":  # the GPU script's own code path, on the CPU with the tiny model
+        assert result["dermgen_actor_path"]["shards_committed"] >= 1
