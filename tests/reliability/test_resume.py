@@ -127,3 +127,43 @@ def test_rerun_with_another_plan_is_refused_naming_the_change(run_copy, gen):
     with pytest.raises(PlanMismatchError, match=r"run_seed: 0 -> 7"):
         gen(run_copy, use_ray=False, seed=7)
     assert shard_facts(LocalStore(run_copy)) == before
+
+
+@pytest.mark.slow
+def test_driver_killed_under_ray_and_rerun_resumes(tmp_path, exactly_once):
+    """The same with a real local Ray: the killed driver's actors die with it (a shard they were finishing may
+    still commit, atomically); the re-run keeps every committed shard and completes the run once."""
+    out = tmp_path / "run"
+    slow = tmp_path / "slow.yaml"  # 40 steps an image, 8 one-image shards: at most 4 are queued at the kill
+    slow.write_text(Path(SMOKE).read_text().replace("steps: 4", "steps: 40"))
+    ray_args = ["--ray-address", "local", "--num-actors", "2", "--shard-size", "1"]
+    cmd = [str(slow) if a == SMOKE else a for a in job_command(out) if a != "--no-ray"] + ray_args
+    log1 = (tmp_path / "first.log").open("wb")
+    proc = subprocess.Popen(cmd, env=job_env(), stdout=log1, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 300
+        while not list((out / SHARDS_PREFIX).glob("*.parquet")):
+            assert proc.poll() is None, "the job ended early: " + (tmp_path / "first.log").read_text()[-2000:]
+            assert time.time() < deadline, "no shard committed in time"
+            time.sleep(0.05)
+        proc.kill()  # SIGKILL the driver
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log1.close()
+    time.sleep(5)  # let the orphaned actors notice their driver is gone
+    store = LocalStore(out)
+    before = shard_facts(store)
+    print(f"driver killed with {len(before)} of 8 shards committed")
+    assert 1 <= len(before) < 8 and not store.exists("summary.json")
+
+    second = subprocess.run(cmd, env=job_env(), capture_output=True, text=True, timeout=400)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    after = shard_facts(store)
+    for shard_id, facts in before.items():
+        assert after[shard_id] == facts, f"committed shard {shard_id} was rewritten"
+    summary = json.loads(store.get("summary.json"))
+    assert summary["complete"] and summary["resumed_shards"] == len(before)
+    exactly_once(store, 8)
