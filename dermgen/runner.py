@@ -31,9 +31,7 @@ class RunFailed(DermgenError):
 def _generator_actor_class():
     import ray
 
-    # Two concurrent calls: a queued shard starts rendering while the previous one finishes its
-    # post-processing and commit (ShardWorker serialises rendering with a lock).
-    @ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=2)
+    @ray.remote(max_restarts=0, max_task_retries=0)
     class GeneratorActor:
         """Holds one ShardWorker (one pipeline on one device) for the actor's lifetime."""
 

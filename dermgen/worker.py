@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections import Counter
@@ -122,7 +121,6 @@ class ShardWorker:
             )
         self.load_seconds = time.perf_counter() - t0
         self._post = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dermgen-post")
-        self._render_lock = threading.Lock()
         log.info(
             "worker %s ready in %.1fs on %s (%s)",
             actor,
@@ -151,18 +149,15 @@ class ShardWorker:
         written: list[str] = []
         pending: list[Future] = []
         gen_seconds = 0.0
-        # Only rendering holds the device. When the actor runs two shards at once (the runner's threaded
-        # actor), the next shard renders while this one's last images are scored, written and committed.
-        with self._render_lock:
-            for batch in batches(shard, self.renderer.batch_size):
-                loras = self._loras_for(batch[0])
-                for sub, images, err, secs, bs in self._render_batch(batch):
-                    gen_seconds += secs
-                    pending.append(
-                        self._post.submit(
-                            self._post_process, sub, images, err, secs, bs, loras, attempt_id, entry_filter
-                        )
+        for batch in batches(shard, self.renderer.batch_size):
+            loras = self._loras_for(batch[0])
+            for sub, images, err, secs, bs in self._render_batch(batch):
+                gen_seconds += secs
+                pending.append(
+                    self._post.submit(
+                        self._post_process, sub, images, err, secs, bs, loras, attempt_id, entry_filter
                     )
+                )
         for fut in pending:
             batch_rows, batch_keys = fut.result()
             rows.extend(batch_rows)
