@@ -70,10 +70,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--shard-size", type=int, default=64)
     ap.add_argument("--filter", default="default", choices=["default", "none"])
+    ap.add_argument("--repeats", type=int, default=2, help="runs of each side, in alternating order")
     ap.add_argument("--quick", action="store_true", help="tiny workload for CI (the ratio is not meaningful)")
     args = ap.parse_args()
     if args.quick:
-        args.images, args.size, args.shard_size = 16, 64, 8
+        args.images, args.size, args.shard_size, args.repeats = 16, 64, 8, 1
 
     import ray
     import torch
@@ -101,14 +102,29 @@ def main() -> None:
     )
     plan = plan_for(cfg, load_manifest(cfg.resolved_manifest()))
     torch.set_num_threads(cpus)
-    plain_s = plain_loop(plan, args.batch_size)
 
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-    os.environ["DERMGEN_ACTOR_STAGGER_S"] = "0"
-    t0 = time.perf_counter()
-    summary = generate(cfg)
-    dermgen_s = time.perf_counter() - t0
-    ray.shutdown()
+    def run_dermgen() -> tuple[float, dict]:
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        os.environ["DERMGEN_ACTOR_STAGGER_S"] = "0"
+        t0 = time.perf_counter()
+        summary = generate(cfg)
+        secs = time.perf_counter() - t0
+        ray.shutdown()
+        return secs, summary
+
+    # Alternate the order over repeats: on a shared VM the CPU speed drifts during a run, and whichever
+    # side runs second would otherwise carry the drift.
+    plain_times, dermgen_times = [], []
+    summary: dict = {}
+    for rep in range(args.repeats):
+        for side in ("plain", "dermgen") if rep % 2 == 0 else ("dermgen", "plain"):
+            if side == "plain":
+                plain_times.append(plain_loop(plan, args.batch_size))
+            else:
+                shutil.rmtree(out / "run", ignore_errors=True)
+                secs, summary = run_dermgen()
+                dermgen_times.append(secs)
+    plain_s, dermgen_s = sum(plain_times), sum(dermgen_times)
     shutil.rmtree(out, ignore_errors=True)
     generated = summary["generated"]
     result = {
@@ -119,9 +135,12 @@ def main() -> None:
         "filter": args.filter,
         "batch_size": args.batch_size,
         "cpus": cpus,
+        "repeats": args.repeats,
+        "plain_runs_s": [round(t, 3) for t in plain_times],
+        "dermgen_runs_s": [round(t, 3) for t in dermgen_times],
         "plain_s": round(plain_s, 3),
         "dermgen_s": round(dermgen_s, 3),
-        "plain_ms_per_image": round(1000 * plain_s / plan.total_target, 2),
+        "plain_ms_per_image": round(1000 * plain_s / plan.total_target / args.repeats, 2),
         # dermgen renders extra samples when the filter drops images; compare per rendered image too
         "ratio": round(dermgen_s / plain_s, 4),
         "ratio_per_rendered_image": round((dermgen_s / generated) / (plain_s / plan.total_target), 4),
