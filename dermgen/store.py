@@ -422,14 +422,18 @@ def download_to_cache(uri: str) -> Path:
     )
     if dest.exists():
         return dest
+    from botocore.exceptions import ClientError
+
     bucket_uri, _, name = uri.rpartition("/")
     store = S3Store(bucket_uri)
-    try:
-        data = store.get(name)
-    except KeyError:
-        raise StoreError(f"{uri!r} does not exist") from None
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(dest.suffix + ".part")
-    tmp.write_bytes(data)
+    try:  # streamed to disk (multipart, ranged GETs): a 4 GB checkpoint never sits in memory
+        store._call("download", store.client.download_file, store.bucket, store._key(name), str(tmp))
+    except ClientError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            raise StoreError(f"{uri!r} does not exist") from None
+        raise
     os.replace(tmp, dest)
     return dest

@@ -72,3 +72,18 @@ def test_unwritable_local_output(tmp_path):
     blocker.write_text("x")
     with pytest.raises(StoreError, match="not writable"):
         LocalStore(blocker / "sub").check_writable()
+
+
+def test_download_to_cache_streams_once_and_reports_missing(s3_bucket, tmp_path, monkeypatch):
+    from dermgen.store import download_to_cache
+
+    monkeypatch.setenv("DERMGEN_CACHE", str(tmp_path / "cache"))
+    store = S3Store(f"s3://{s3_bucket}/models")
+    data = bytes(range(256)) * 4096
+    store.put("adapter.safetensors", data)
+    path = download_to_cache(f"s3://{s3_bucket}/models/adapter.safetensors")
+    assert path.read_bytes() == data and path.name == "adapter.safetensors"
+    store.delete("adapter.safetensors")  # a second call uses the cache, not the bucket
+    assert download_to_cache(f"s3://{s3_bucket}/models/adapter.safetensors") == path
+    with pytest.raises(StoreError, match="does not exist"):
+        download_to_cache(f"s3://{s3_bucket}/models/missing.safetensors")
