@@ -7,10 +7,13 @@ real Derm-T2IM model, no download. 512x512, 20 steps, Euler a, CFG 7.
   (b) dermgen's actor path: ShardWorker (fp16, SDPA, channels_last, fixed padded batch, uint8 on device,
       PNG encoding + default filter + Parquet commit on a background thread) writing a real shard store.
 
-Also reports peak GPU memory and the GPU busy fraction (nvidia-smi sampled every 100 ms) of each phase.
+Also reports peak GPU memory and the GPU busy fraction (nvidia-smi sampled every 100 ms) of each phase,
+and how far the optimised path's pixels are from the unoptimised one (same seeds and batch, fp16,
+channels-first, eager): max and mean absolute difference in uint8 levels.
 
     python benchmarks/gpu_throughput.py                    # ~5 min on one H100
     python benchmarks/gpu_throughput.py --images 64 --batch-size 16 --compile
+    python benchmarks/gpu_throughput.py --images 64 --batch-size 16 --cuda-graphs
 
 Prints JSON as its last line. Needs CUDA; without it prints {"skipped": ...} and exits 0.
 """
@@ -154,9 +157,19 @@ def plain_diffusers(folder: Path, n: int, steps: int, device: str, size: int) ->
 
 
 def dermgen_path(
-    folder: Path, n: int, steps: int, batch_size: int, compile: bool, work: Path, device: str, size: int
-) -> dict:
-    """(b) dermgen's actor path: a ShardWorker rendering planned shards into a real store."""
+    folder: Path,
+    n: int,
+    steps: int,
+    batch_size: int,
+    compile: bool,
+    cuda_graphs: bool,
+    work: Path,
+    device: str,
+    size: int,
+):
+    """(b) dermgen's actor path: a ShardWorker rendering planned shards into a real store.
+
+    Returns the figures and the worker's (warm) renderer for the equivalence check."""
     from dermgen.manifest import parse_manifest
     from dermgen.plan import plan_run
     from dermgen.worker import ShardWorker, WorkerOptions
@@ -177,7 +190,8 @@ def dermgen_path(
         filter="default",
         batch_size=batch_size,
         device=device,
-        compile=compile,
+        compile=compile or cuda_graphs,
+        cuda_graphs=cuda_graphs,
         warmup_size=(size, size),
     )
     worker = ShardWorker(opts, str(work / "store"), run_id="bench", actor="bench")
@@ -192,16 +206,36 @@ def dermgen_path(
         secs = time.perf_counter() - t0
     worker.close()
     assert rendered == n, f"rendered {rendered} of {n}"
-    return {
+    return worker.renderer, {
         "images": n,
         "seconds": round(secs, 3),
         "images_per_s": round(n / secs, 3),
         "batch_size": batch_size,
-        "compile": compile,
+        "compile": compile or cuda_graphs,
+        "cuda_graphs": cuda_graphs,
         "peak_mem_gb": _peak_gb(device),
         "gpu_busy": busy.busy_fraction,
         "load_s": round(worker.load_seconds, 1),
         "shards_committed": sum(1 for p in (work / "store" / "shards").glob("*.parquet")),
+    }
+
+
+def equivalence(fast, folder: Path, steps: int, device: str, size: int) -> dict:
+    """Pixels of the optimised renderer vs an unoptimised one (eager, channels-first), same seeds and batch."""
+    from dermgen.pipeline import Renderer
+
+    n = fast.batch_size
+    plain = Renderer(str(folder), device=device, batch_size=n, channels_last=False)
+    kw = {"sampler": "Euler a", "steps": steps, "cfg_scale": 7.0, "width": size, "height": size}
+    seeds = list(range(1000, 1000 + n))
+    a = plain.render(["benign mole"] * n, [""] * n, seeds, **kw).astype("int16")
+    b = fast.render(["benign mole"] * n, [""] * n, seeds, **kw).astype("int16")
+    diff = abs(a - b)
+    return {
+        "images": n,
+        "max_abs_diff_levels": int(diff.max()),
+        "mean_abs_diff_levels": round(float(diff.mean()), 4),
+        "fraction_of_values_off_by_more_than_1": round(float((diff > 1).mean()), 6),
     }
 
 
@@ -212,6 +246,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--cuda-graphs", action="store_true", help="compile with CUDA graphs (implies --compile)")
     ap.add_argument(
         "--cpu-smoke",
         action="store_true",
@@ -234,9 +269,18 @@ def main() -> None:
         build(work / "model")
         build_s = time.perf_counter() - t0
         plain = plain_diffusers(work / "model", args.plain_images, args.steps, device, size)
-        ours = dermgen_path(
-            work / "model", args.images, args.steps, args.batch_size, args.compile, work, device, size
+        fast, ours = dermgen_path(
+            work / "model",
+            args.images,
+            args.steps,
+            args.batch_size,
+            args.compile,
+            args.cuda_graphs,
+            work,
+            device,
+            size,
         )
+        same = equivalence(fast, work / "model", args.steps, device, size)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {
@@ -251,6 +295,7 @@ def main() -> None:
         "plain_diffusers_fp16_batch1": plain,
         "dermgen_actor_path": ours,
         "speedup": round(ours["images_per_s"] / plain["images_per_s"], 3),
+        "optimised_vs_unoptimised_pixels": same,
     }
     print(json.dumps(result))
 

@@ -115,6 +115,11 @@ def add_generate_args(
     p.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
     p.add_argument("--dtype", choices=["auto", "fp16", "bf16", "fp32"], default="auto")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet (warm-up at actor start)")
+    p.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="also capture the compiled UNet in CUDA graphs (implies --compile; CUDA only)",
+    )
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled .ckpt/.bin checkpoints")
     p.add_argument(
         "--force-new-run",
@@ -136,35 +141,19 @@ def add_generate_args(
     )
 
 
-def config_from_args(args: argparse.Namespace):
-    from dermgen.config import make_config
+# argparse destinations of `generate` that are not GenerateConfig fields (handled by the command itself).
+NOT_CONFIG_ARGS = {"command", "func", "verbose", "use_ray", "filter_override"}
 
-    return make_config(
-        manifest=args.manifest,
-        model=args.model,
-        lora=args.lora,
-        output=args.output,
-        limit=args.limit,
-        size=args.size,
-        filter=args.filter,
-        filter_overrides=dict(args.filter_override),
-        reference_dir=args.reference_dir,
-        clip_model=args.clip_model,
-        save_dropped=args.save_dropped,
-        cap_factor=args.cap_factor,
-        num_actors=args.num_actors,
-        shard_size=args.shard_size,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=args.device,
-        dtype=args.dtype,
-        compile=args.compile,
-        allow_pickle=args.allow_pickle,
-        force_new_run=args.force_new_run,
-        dry_run=args.dry_run,
-        ray_address=args.ray_address,
-        progress_interval=args.progress_interval,
-    )
+
+def config_from_args(args: argparse.Namespace):
+    """Every generate option becomes the GenerateConfig field of the same name (validated there)."""
+    from dermgen.config import GenerateConfig, make_config
+
+    values = {k: v for k, v in vars(args).items() if k not in NOT_CONFIG_ARGS}
+    unknown = sorted(set(values) - set(GenerateConfig.model_fields))
+    if unknown:  # a new option that was not added to GenerateConfig: fail loudly, never drop it
+        raise ConfigError(f"options without a configuration field: {unknown}")
+    return make_config(**values, filter_overrides=dict(args.filter_override))
 
 
 # Rough per-GPU rate for SD 1.5 at 512x512, 20 steps, CFG, fp16 on a current data-centre GPU.

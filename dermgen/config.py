@@ -40,6 +40,7 @@ class GenerateConfig(BaseModel):
     device: str | None = None
     dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
     compile: bool = False
+    cuda_graphs: bool = False  # implies compile
     allow_pickle: bool = False
     force_new_run: bool = False
     dry_run: bool = False
@@ -52,6 +53,14 @@ class GenerateConfig(BaseModel):
     def _size(cls, v: int | None) -> int | None:
         if v is not None and (v < 64 or v > 2048 or v % 8):
             raise ValueError("must be a multiple of 8 between 64 and 2048")
+        return v
+
+    @field_validator("cuda_graphs")
+    @classmethod
+    def _cuda_graphs(cls, v: bool, info) -> bool:
+        device = info.data.get("device")
+        if v and device and not str(device).startswith("cuda"):
+            raise ValueError(f"CUDA graphs need a CUDA device, but --device is {device!r}")
         return v
 
     def resolved_manifest(self) -> Path:

@@ -231,11 +231,20 @@ def _load_single_file(path: str, torch_dtype):
     return load_single_file(path, torch_dtype)
 
 
+def compile_mode(on_gpu: bool, cuda_graphs: bool) -> str:
+    """torch.compile mode for the UNet: autotuned kernels on a GPU (plus CUDA graphs when asked); the
+    default mode on a CPU, where autotuning only lengthens the warm-up."""
+    if cuda_graphs:
+        return "max-autotune"  # autotuned kernels replayed as CUDA graphs (static shapes: fixed batch)
+    return "max-autotune-no-cudagraphs" if on_gpu else "default"
+
+
 class Renderer:
     """One pipeline on one device: renders batches of samples that share sampler, steps, CFG and size.
 
     Every image gets its own seeded generator, so the same seed and batch size give the same pixels.
-    Batches are padded to `batch_size` so shapes never change (no recompiles, same numerics per image).
+    With `pad_batches` (the default) batches are padded to `batch_size` so shapes never change (no
+    recompiles of a compiled UNet); without it a short batch renders only its own samples.
     """
 
     def __init__(
@@ -249,11 +258,19 @@ class Renderer:
         fuse_lora: bool = True,
         channels_last: bool | None = None,
         compile: bool = False,
+        cuda_graphs: bool = False,
+        pad_batches: bool = True,
     ) -> None:
         self.device = device or default_device()
+        on_gpu = self.device.startswith("cuda")
+        if cuda_graphs and not on_gpu:
+            raise ConfigError(
+                f"--cuda-graphs: CUDA graphs need a CUDA device, but this worker runs on {self.device!r}"
+            )
         resolved = resolve_model(model, allow_pickle=allow_pickle)
         self.pipe, self.identity = load_pipeline(resolved, device=self.device, dtype=dtype)
         self.batch_size = batch_size
+        self.pad_batches = pad_batches or compile or cuda_graphs
         self.fuse_lora = fuse_lora
         self.allow_pickle = allow_pickle
         self._base_scheduler_config = dict(self.pipe.scheduler.config)
@@ -261,16 +278,17 @@ class Renderer:
         self._loaded_loras: dict[str, dict[str, Any]] = {}  # adapter name -> provenance
         self._active: tuple[tuple[str, float], ...] = ()
         self._fused = False
-        on_gpu = self.device.startswith("cuda")
         if channels_last if channels_last is not None else on_gpu:
             import torch
 
             self.pipe.unet.to(memory_format=torch.channels_last)
             self.pipe.vae.to(memory_format=torch.channels_last)
-        if compile:
+        if compile or cuda_graphs:
             import torch
 
-            self.pipe.unet = torch.compile(self.pipe.unet, mode="max-autotune-no-cudagraphs", fullgraph=True)
+            self.pipe.unet = torch.compile(
+                self.pipe.unet, mode=compile_mode(on_gpu, cuda_graphs), fullgraph=True
+            )
 
     @property
     def device_name(self) -> str:
@@ -283,6 +301,10 @@ class Renderer:
     @property
     def dtype_name(self) -> str:
         return str(self.pipe.unet.dtype).replace("torch.", "")
+
+    def rendered_batch_size(self, n: int) -> int:
+        """The batch `n` samples are rendered in: what a row records so the image can be re-rendered."""
+        return self.batch_size if self.pad_batches else n
 
     def scheduler_info(self, sampler: str) -> dict[str, Any]:
         return scheduler_description(self._scheduler(sampler))
@@ -376,7 +398,7 @@ class Renderer:
             raise ValueError("prompts, negative_prompts and seeds must be non-empty and of equal length")
         if n > self.batch_size:
             raise ValueError(f"batch of {n} is larger than batch_size={self.batch_size}")
-        pad = self.batch_size - n
+        pad = self.rendered_batch_size(n) - n
         prompts = list(prompts) + [prompts[-1]] * pad
         negative_prompts = list(negative_prompts) + [negative_prompts[-1]] * pad
         seeds = list(seeds) + [seeds[-1]] * pad

@@ -232,9 +232,10 @@ def prepare_run(config: GenerateConfig) -> PreparedRun:
         device=config.device,
         dtype=None if config.dtype == "auto" else config.dtype,
         allow_pickle=config.allow_pickle,
-        compile=config.compile,
+        compile=config.compile or config.cuda_graphs,
+        cuda_graphs=config.cuda_graphs,
         global_loras=tuple(loras),
-        warmup_size=_common_size(plan) if config.compile else None,
+        warmup_size=_common_size(plan) if config.compile or config.cuda_graphs else None,
     )
     if committed:
         log.info("resuming run %s: %d shard(s) already committed", run_id, len(committed))

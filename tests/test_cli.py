@@ -161,6 +161,31 @@ def test_invalid_option_value_exits_2(capsys):
     assert "--size" in err and "multiple of 8" in err
 
 
+def test_cuda_graphs_on_a_cpu_device_exits_2(capsys):
+    code, _, err = run_cli(capsys, "generate", "--dry-run", "--device", "cpu", "--cuda-graphs")
+    assert code == 2
+    assert err.strip().endswith(
+        "--cuda-graphs: CUDA graphs need a CUDA device, but --device is 'cpu' (got True)"
+    )
+
+
+def test_every_generate_option_reaches_the_config():
+    from dermgen.cli import build_parser, config_from_args
+
+    argv = [
+        "generate", "--model", "tiny", "--limit", "5", "--size", "96", "--filter", "none",
+        "--filter-override", "ink=0.2", "--cap-factor", "2", "--num-actors", "3", "--cpus-per-actor", "2",
+        "--shard-size", "16", "--batch-size", "4", "--seed", "9", "--device", "cuda", "--dtype", "bf16",
+        "--cuda-graphs", "--no-save-dropped", "--ray-address", "auto", "--progress-interval", "5",
+    ]  # fmt: skip
+    cfg = config_from_args(build_parser().parse_args(argv))
+    assert (cfg.limit, cfg.size, cfg.filter, cfg.filter_overrides) == (5, 96, "none", {"ink": 0.2})
+    assert (cfg.cap_factor, cfg.num_actors, cfg.cpus_per_actor) == (2.0, 3, 2.0)
+    assert (cfg.shard_size, cfg.batch_size, cfg.seed, cfg.device, cfg.dtype) == (16, 4, 9, "cuda", "bf16")
+    assert cfg.cuda_graphs and not cfg.save_dropped
+    assert (cfg.ray_address, cfg.progress_interval) == ("auto", 5.0)
+
+
 def test_unwritable_output_exits_3(capsys, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

@@ -74,8 +74,11 @@ def check_seeds_reproduce(rows, n=3):
 
 
 def _rerender(rows, n):
-    renderer = Renderer("tiny", batch_size=rows[0]["batch_size"])
-    for r in rows[:n]:
+    renderers: dict[int, Renderer] = {}
+    short = min(rows, key=lambda r: r["batch_size"])  # an entry's last, short batch (rendered unpadded)
+    for r in [*rows[:n], short]:
+        bs = r["batch_size"]  # the batch the image was rendered in
+        renderer = renderers.setdefault(bs, Renderer("tiny", batch_size=bs))
         again = renderer.render(
             [r["prompt"]],
             [r["negative_prompt"]],

@@ -114,3 +114,19 @@ def test_channels_last_matches_the_plain_layout_within_one_level():
     fast = Renderer("tiny", batch_size=2, channels_last=True)
     diff = np.abs(render(plain, [21, 22]).astype(int) - render(fast, [21, 22]))
     assert diff.max() <= 1  # stated tolerance of the optimised path: one uint8 level
+
+
+def test_cuda_graphs_are_refused_on_a_cpu_before_loading():
+    with pytest.raises(ConfigError, match="--cuda-graphs: CUDA graphs need a CUDA device"):
+        Renderer("tiny", device="cpu", cuda_graphs=True)
+
+
+def test_compiled_unet_matches_eager_within_one_level():
+    """torch.compile (inductor, ~30 s to compile on one core) keeps the stated tolerance of one level."""
+    eager = Renderer("tiny", batch_size=2, device="cpu")
+    compiled = Renderer("tiny", batch_size=2, device="cpu", compile=True)
+    assert type(compiled.pipe.unet).__name__ == "OptimizedModule"
+    kw = dict(KW, steps=2)
+    a = eager.render(["benign mole"] * 2, ["", ""], [31, 32], sampler="Euler", **kw)
+    b = compiled.render(["benign mole"] * 2, ["", ""], [31, 32], sampler="Euler", **kw)
+    assert np.abs(a.astype(int) - b).max() <= 1

@@ -53,6 +53,7 @@ def test_ray_job_submit_generate_6k(tmp_path):
     gcs_port, dash_port = free_port(), free_port()
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # the job's `python` is this environment's
     ray = str(BIN / "ray")
     start = subprocess.run(
         [

@@ -1,0 +1,61 @@
+"""ShardWorker on its own (no Ray): short batches, inline post-processing on CPU devices."""
+
+import io
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from dermgen.manifest import parse_manifest
+from dermgen.pipeline import Renderer
+from dermgen.plan import plan_run
+from dermgen.worker import InlineExecutor, ShardWorker, WorkerOptions
+
+
+def one_shard(count: int):
+    entry = {"id": "mole", "label": "benign", "prompt": "benign mole", "count": count, "samplers": ["Euler"]}
+    entry.update(steps=3, size=64)
+    return plan_run(parse_manifest({"name": "t", "entries": [entry]}), shard_size=count).shards[0]
+
+
+@pytest.fixture(scope="module")
+def short_batch_rows(tmp_path_factory):
+    store = tmp_path_factory.mktemp("store")
+    worker = ShardWorker(
+        WorkerOptions(model="tiny", filter="none", batch_size=4, device="cpu"), str(store), "r"
+    )
+    try:
+        assert isinstance(worker._post, InlineExecutor)  # CPU device: post-processing between batches
+        summary = worker.run_shard(one_shard(6))
+    finally:
+        worker.close()
+    assert summary["committed"] and summary["ok"] == 6
+    return pq.read_table(store / "shards").to_pylist()
+
+
+def test_a_short_batch_renders_unpadded_and_records_its_size(short_batch_rows):
+    assert [r["batch_size"] for r in short_batch_rows] == [4, 4, 4, 4, 2, 2]
+
+
+def test_a_short_batch_image_re_renders_from_its_row(short_batch_rows):
+    r = short_batch_rows[-1]
+    again = Renderer("tiny", batch_size=r["batch_size"], device="cpu").render(
+        [r["prompt"]], [r["negative_prompt"]], [r["seed"]], sampler=r["sampler"], steps=r["steps"],
+        cfg_scale=r["cfg_scale"], width=r["width"], height=r["height"],
+    )[0]  # fmt: skip
+    assert np.array_equal(again, np.asarray(Image.open(io.BytesIO(r["image"]["bytes"])).convert("RGB")))
+
+
+def test_compiled_renderers_always_pad():
+    """A compiled UNet needs static shapes, so short batches are padded whatever the caller asked."""
+    eager = Renderer("tiny", batch_size=4, device="cpu", pad_batches=False)
+    compiled = Renderer("tiny", batch_size=4, device="cpu", pad_batches=False, compile=True)
+    assert (eager.rendered_batch_size(3), compiled.rendered_batch_size(3)) == (3, 4)
+
+
+def test_inline_executor_delivers_results_and_errors_through_futures():
+    ex = InlineExecutor()
+    assert ex.submit(lambda a, b: a + b, 2, b=3).result() == 5
+    with pytest.raises(ZeroDivisionError):
+        ex.submit(lambda: 1 / 0).result()
