@@ -23,6 +23,9 @@ def _fmt_eta(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+MAX_TIMELINE_POINTS = 1024
+
+
 class Progress:
     def __init__(self, total_target: int, interval: float = 10.0, stream=None) -> None:
         self.total_target = total_target
@@ -35,13 +38,20 @@ class Progress:
         self.kept: dict[str, int] = {}
         self.generated: dict[str, int] = {}
         self.timeline: list[tuple[float, int]] = []  # (seconds since start, images) for the report
+        self._timeline_stride = 1  # record every n-th update; doubles when the timeline is full
+        self._updates = 0
 
     def update(self, summary: dict[str, Any]) -> None:
         self.images += summary["planned"]
         label = summary["label"]
         self.kept[label] = self.kept.get(label, 0) + summary["kept"]
         self.generated[label] = self.generated.get(label, 0) + summary["planned"]
-        self.timeline.append((round(time.time() - self.t0, 3), self.images))
+        self._updates += 1
+        if self._updates % self._timeline_stride == 0:
+            self.timeline.append((round(time.time() - self.t0, 3), self.images))
+            if len(self.timeline) >= MAX_TIMELINE_POINTS:  # bounded however long the run: thin out evenly
+                self.timeline = self.timeline[1::2]
+                self._timeline_stride *= 2
 
     def line(self, remaining: int, actors: dict[str, str]) -> str:
         elapsed = max(time.time() - self.t0, 1e-9)
@@ -80,5 +90,10 @@ class Progress:
             "elapsed_s": round(elapsed, 3),
             "images": self.images,
             "images_per_s": round(self.images / elapsed, 4) if elapsed > 0 else None,
-            "timeline": self.timeline,
+            "timeline": self.timeline
+            + (
+                []
+                if self.timeline and self.timeline[-1][1] == self.images
+                else [(round(elapsed, 3), self.images)]
+            ),
         }

@@ -108,3 +108,17 @@ def test_stats_timeline(clock):
     assert stats["images"] == 8
     assert stats["elapsed_s"] == 4.5
     assert stats["images_per_s"] == pytest.approx(8 / 4.5, rel=1e-3)
+
+
+def test_timeline_stays_bounded_and_ends_at_the_last_update():
+    p = Progress(10**9, stream=io.StringIO())
+    for _ in range(10 * progress_mod.MAX_TIMELINE_POINTS + 3):
+        p.update({"planned": 64, "label": "benign", "kept": 60})
+    timeline = p.stats()["timeline"]
+    assert progress_mod.MAX_TIMELINE_POINTS // 2 <= len(timeline) <= progress_mod.MAX_TIMELINE_POINTS + 1
+    images = [n for _, n in timeline]
+    assert images == sorted(images) and images[-1] == p.images == 64 * (
+        10 * progress_mod.MAX_TIMELINE_POINTS + 3
+    )
+    steps = {b - a for a, b in zip(images[:-2], images[1:-1], strict=True)}
+    assert len(steps) == 1  # evenly thinned

@@ -1,6 +1,7 @@
 """ShardWorker on its own (no Ray): short batches, inline post-processing on CPU devices."""
 
 import io
+import json
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -31,15 +32,22 @@ def short_batch_rows(tmp_path_factory):
     finally:
         worker.close()
     assert summary["committed"] and summary["ok"] == 6
-    return pq.read_table(store / "shards").to_pylist()
+    return summary, pq.read_table(store / "shards").to_pylist()
 
 
 def test_a_short_batch_renders_unpadded_and_records_its_size(short_batch_rows):
-    assert [r["batch_size"] for r in short_batch_rows] == [4, 4, 4, 4, 2, 2]
+    _, rows = short_batch_rows
+    assert [r["batch_size"] for r in rows] == [4, 4, 4, 4, 2, 2]
+
+
+def test_the_driver_gets_a_small_summary_without_image_bytes(short_batch_rows):
+    summary, _ = short_batch_rows
+    text = json.dumps(summary)  # JSON-able: plain numbers and strings, no bytes anywhere
+    assert len(text) < 2048 and summary["planned"] == 6 and summary["shard_id"] == "mole-0000000-0000006"
 
 
 def test_a_short_batch_image_re_renders_from_its_row(short_batch_rows):
-    r = short_batch_rows[-1]
+    r = short_batch_rows[1][-1]
     again = Renderer("tiny", batch_size=r["batch_size"], device="cpu").render(
         [r["prompt"]], [r["negative_prompt"]], [r["seed"]], sampler=r["sampler"], steps=r["steps"],
         cfg_scale=r["cfg_scale"], width=r["width"], height=r["height"],
