@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections import Counter
@@ -142,6 +143,7 @@ class ShardWorker:
         # the same cores do both, and a second busy thread stalls torch's OpenMP team (measured 4-16%
         # slower than running it between batches), so there it runs inline.
         on_gpu = self.renderer.device.startswith("cuda")
+        self._render_lock = threading.Lock()  # one shard renders at a time; commits may overlap it
         self._post = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="dermgen-post")
             if on_gpu
@@ -167,23 +169,29 @@ class ShardWorker:
         }
 
     def run_shard(self, shard: Shard, entry_filter: dict[str, float | None] | None = None) -> dict[str, Any]:
-        """Render, score and write every sample of `shard`, then commit it. Returns a small summary."""
-        t0 = time.perf_counter()
-        started_at = time.time()
+        """Render, score and write every sample of `shard`, then commit it. Returns a small summary.
+
+        Safe to call from two threads (a GPU actor takes two shard calls at once): rendering is serialised,
+        so one shard renders while the other finishes its post-processing and commit, and the device does
+        not wait for the store.
+        """
         attempt_id = uuid.uuid4().hex[:12]
         rows: list[dict] = []
         written: list[str] = []
         pending: list[Future] = []
         gen_seconds = 0.0
-        for batch in batches(shard, self.renderer.batch_size):
-            loras = self._loras_for(batch[0])
-            for sub, images, err, secs, bs in self._render_batch(batch):
-                gen_seconds += secs
-                pending.append(
-                    self._post.submit(
-                        self._post_process, sub, images, err, secs, bs, loras, attempt_id, entry_filter
+        with self._render_lock:
+            t0 = time.perf_counter()
+            started_at = time.time()
+            for batch in batches(shard, self.renderer.batch_size):
+                loras = self._loras_for(batch[0])
+                for sub, images, err, secs, bs in self._render_batch(batch):
+                    gen_seconds += secs
+                    pending.append(
+                        self._post.submit(
+                            self._post_process, sub, images, err, secs, bs, loras, attempt_id, entry_filter
+                        )
                     )
-                )
         for fut in pending:
             batch_rows, batch_keys = fut.result()
             rows.extend(batch_rows)

@@ -67,3 +67,62 @@ def test_inline_executor_delivers_results_and_errors_through_futures():
     assert ex.submit(lambda a, b: a + b, 2, b=3).result() == 5
     with pytest.raises(ZeroDivisionError):
         ex.submit(lambda: 1 / 0).result()
+
+
+def test_two_concurrent_shard_calls_render_one_at_a_time_and_commit_beside_rendering(tmp_path, monkeypatch):
+    """What a GPU actor does: the next shard renders while the previous one commits."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dermgen.worker as worker_mod
+
+    events: list[tuple[str, str, float]] = []
+    rendering = threading.Semaphore(1)  # fails the test if two renders ever overlap
+    real_render, real_commit = Renderer.render, worker_mod.commit_shard
+
+    def render(self, prompts, *args, **kwargs):
+        assert rendering.acquire(blocking=False), "two shards rendered at once"
+        try:
+            events.append(("render", prompts[0], time.perf_counter()))
+            return real_render(self, prompts, *args, **kwargs)
+        finally:
+            rendering.release()
+
+    def slow_commit(store, shard_id, rows, written):
+        events.append(("commit-start", shard_id, time.perf_counter()))
+        time.sleep(1.0)  # a slow store
+        try:
+            return real_commit(store, shard_id, rows, written)
+        finally:
+            events.append(("commit-end", shard_id, time.perf_counter()))
+
+    monkeypatch.setattr(Renderer, "render", render)
+    monkeypatch.setattr(worker_mod, "commit_shard", slow_commit)
+    entries = [
+        {
+            "id": name,
+            "label": "benign",
+            "prompt": name,
+            "count": 4,
+            "samplers": ["Euler"],
+            "steps": 2,
+            "size": 64,
+        }
+        for name in ("first", "second")
+    ]
+    shards = plan_run(parse_manifest({"name": "t", "entries": entries}), shard_size=4).shards
+    worker = ShardWorker(
+        WorkerOptions(model="tiny", filter="none", batch_size=4, device="cpu"), str(tmp_path), "r"
+    )
+    try:
+        with ThreadPoolExecutor(max_workers=2) as calls:
+            results = list(calls.map(worker.run_shard, shards))
+    finally:
+        worker.close()
+    assert [r["committed"] and r["ok"] for r in results] == [4, 4]
+    renders = {prompt: t for kind, prompt, t in events if kind == "render"}
+    first_done = next(t for kind, sid, t in events if kind == "commit-end")
+    # called one after the other, the second shard would render only after the first's commit ended
+    assert max(renders.values()) < first_done, events
+    assert len(list((tmp_path / "shards").glob("*.parquet"))) == 2
