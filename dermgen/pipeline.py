@@ -231,6 +231,13 @@ def _load_single_file(path: str, torch_dtype):
     return load_single_file(path, torch_dtype)
 
 
+def _mark_cudagraph_step(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+    import torch
+
+    torch.compiler.cudagraph_mark_step_begin()
+    return callback_kwargs
+
+
 def compile_mode(on_gpu: bool, cuda_graphs: bool) -> str:
     """torch.compile mode for the UNet: autotuned kernels on a GPU (plus CUDA graphs when asked); the
     default mode on a CPU, where autotuning only lengthens the warm-up."""
@@ -271,6 +278,7 @@ class Renderer:
         self.pipe, self.identity = load_pipeline(resolved, device=self.device, dtype=dtype)
         self.batch_size = batch_size
         self.pad_batches = pad_batches or compile or cuda_graphs
+        self.cuda_graphs = cuda_graphs
         self.fuse_lora = fuse_lora
         self.allow_pickle = allow_pickle
         self._base_scheduler_config = dict(self.pipe.scheduler.config)
@@ -404,6 +412,12 @@ class Renderer:
         seeds = list(seeds) + [seeds[-1]] * pad
         generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
         self.pipe.scheduler = self._scheduler(sampler)
+        extra: dict[str, Any] = {}
+        if self.cuda_graphs:
+            # Each denoising step starts a new CUDA-graph step, so the previous step's UNet output (still
+            # referenced by the pipeline's loop variables) may be overwritten by the next replay.
+            torch.compiler.cudagraph_mark_step_begin()
+            extra["callback_on_step_end"] = _mark_cudagraph_step
         with torch.inference_mode():
             out = self.pipe(
                 prompt=prompts,
@@ -414,6 +428,7 @@ class Renderer:
                 height=int(height),
                 generator=generators,
                 output_type="pt",
+                **extra,
             ).images
             images = (out[:n].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
             return images.contiguous().cpu().numpy()

@@ -130,3 +130,15 @@ def test_compiled_unet_matches_eager_within_one_level():
     a = eager.render(["benign mole"] * 2, ["", ""], [31, 32], sampler="Euler", **kw)
     b = compiled.render(["benign mole"] * 2, ["", ""], [31, 32], sampler="Euler", **kw)
     assert np.abs(a.astype(int) - b).max() <= 1
+
+
+def test_cuda_graph_steps_are_marked_once_per_denoising_step(monkeypatch):
+    """With CUDA graphs, every step begins a new graph step (checked on the CPU by counting the marks)."""
+    import torch
+
+    r = Renderer("tiny", batch_size=2, device="cpu")
+    r.cuda_graphs = True  # the marking alone; capturing graphs needs a GPU
+    marks = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    r.render(["benign mole"], [""], [5], sampler="Euler", steps=3, cfg_scale=7.0, width=64, height=64)
+    assert len(marks) == 1 + 3
