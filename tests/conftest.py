@@ -33,6 +33,19 @@ def samples_dir() -> Path:
     return SAMPLES_DIR
 
 
+@pytest.fixture(scope="session")
+def sample_splits(samples_dir, tmp_path_factory) -> dict[str, Path]:
+    """Disjoint, seeded splits of the shared samples for classifier tests: real/ (25+25) and test/ (20+20)
+    folders, and syn (15+15) packed as a run standing in for a synthetic one."""
+    from dermgen.data.pack import pack_folder
+    from dermgen.data.real import split_folder
+
+    root = tmp_path_factory.mktemp("splits")
+    split_folder(samples_dir, root, {"real": 50, "test": 40, "syn_src": 30}, seed=0)
+    pack_folder(root / "syn_src", root / "syn", shard_size=8)
+    return {"real": root / "real", "test": root / "test", "syn": root / "syn"}
+
+
 @pytest.fixture
 def ray_local():
     """A local Ray (4 logical CPUs) shared across tests; re-started if a test shut it down."""
