@@ -1,7 +1,7 @@
 """Rebuild tests/assets/ from the full Derm-T2IM sample folders (not run by the tests).
 
     python tests/assets/regenerate.py --samples ../shared/data/derm-t2im-samples \
-        --discarded ../shared/data/derm-t2im-discarded [--quality 92]
+        --discarded ../shared/data/derm-t2im-discarded [--quality 90]
 
 The 120 kept samples (512x512 PNGs) become 512x512 JPEGs (4:4:4, Huffman-optimised) with the PNG's
 A1111 ``parameters`` text in the JPEG comment; ``filterlab.samples.materialise_samples`` turns them
@@ -48,7 +48,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=Path, required=True, help="folder with benign/ and malignant/ PNGs")
     ap.add_argument("--discarded", type=Path, help="folder of the discarded samples (copied as they are)")
-    ap.add_argument("--quality", type=int, default=92, help="JPEG quality (default: %(default)s)")
+    ap.add_argument("--quality", type=int, default=90, help="JPEG quality (default: %(default)s)")
     args = ap.parse_args()
     n = reduce_samples(args.samples, ASSETS / "derm-t2im-samples", args.quality)
     print(f"{n} samples written at quality {args.quality}")
