@@ -27,17 +27,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dermgen.filters import (  # noqa: E402
-    FilterConfig,
-    ImageFilter,
-    ImageView,
-    build_filter,
-    noise,  # noqa: E402
-)
+from dermgen.filters import FilterConfig, ImageFilter, ImageView, build_filter  # noqa: E402
 from dermgen.filters.color import TintScorer  # noqa: E402
 from dermgen.filters.dedup import FingerprintIndex, fingerprint  # noqa: E402
-from dermgen.filters.evaluation import category_images, evaluate_split, load_samples, sample_root  # noqa: E402
 from dermgen.filters.rule import BOUNDS  # noqa: E402
+from filterlab import noise  # noqa: E402
+from filterlab.evaluation import category_images, evaluate_split, load_samples  # noqa: E402
+from filterlab.samples import sample_root  # noqa: E402
 
 
 def _scores(images: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -119,13 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run on 3 samples per class")
     parser.add_argument(
-        "--samples", default=str(sample_root()), help="folder of kept samples (benign/, malignant/)"
+        "--samples",
+        default=None,
+        help="folder of kept samples (benign/, malignant/ PNGs; default: $DERMGEN_SAMPLES or the repository's "
+        "test assets)",
     )
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
     t0 = time.perf_counter()
     limit = 3 if args.quick else None
-    cal, test = load_samples(args.samples, limit_per_class=limit)
+    cal, test = load_samples(args.samples or sample_root(), limit_per_class=limit)
 
     if not args.quick:
         cal_out = calibrate(cal)

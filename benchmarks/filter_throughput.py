@@ -27,13 +27,10 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dermgen.filters import (  # noqa: E402
-    SCORE_NAMES,
-    ImageView,
-    build_filter,
-    noise,  # noqa: E402
-)
-from dermgen.filters.evaluation import load_samples, sample_root  # noqa: E402
+from dermgen.filters import SCORE_NAMES, ImageView, build_filter  # noqa: E402
+from filterlab import noise  # noqa: E402
+from filterlab.evaluation import load_samples  # noqa: E402
+from filterlab.samples import sample_root  # noqa: E402
 
 
 def _stream(samples, n: int) -> list[np.ndarray]:
@@ -55,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run (40 images)")
     parser.add_argument("--images", type=int, default=None, help="images to time (default 600, quick 40)")
-    parser.add_argument("--samples", default=str(sample_root()))
+    parser.add_argument("--samples", default=None, help="default: $DERMGEN_SAMPLES or the test assets")
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
     n = args.images or (40 if args.quick else 600)
-    cal, test = load_samples(args.samples, limit_per_class=4 if args.quick else None)
+    cal, test = load_samples(args.samples or sample_root(), limit_per_class=4 if args.quick else None)
     images = _stream(cal + test, n)
 
     flt = build_filter("default")

@@ -1,6 +1,6 @@
 """Loader throughput: shards -> 224x224 tensors through a DataLoader vs plain PIL decoding of the same PNGs.
 
-Makes its own data: the shared 512x512 Derm-T2IM samples repeated to N images, packed into shards with
+Makes its own data: the 512x512 Derm-T2IM samples (the test assets, or ``--samples``) repeated to N images, packed into shards with
 `dermgen.data.pack_folder` (which writes the same PNG bytes both into the Parquet shards and as files
 under images/). Both paths do the same work per image (decode the 512 px PNG, resize the shorter side
 to 224, centre-crop, to float tensor) and read from the page cache (one warm-up pass each):
@@ -40,12 +40,11 @@ from torch.utils.data import DataLoader  # noqa: E402
 from dermgen.data.pack import pack_folder  # noqa: E402
 from dermgen.data.torch_dataset import RunDataset, RunIterableDataset  # noqa: E402
 from dermgen.data.transforms import CenterCrop, Compose, Resize, ToTensor  # noqa: E402
-
-SAMPLES = REPO_ROOT.parent / "shared" / "data" / "derm-t2im-samples"
+from filterlab.samples import sample_root  # noqa: E402
 
 
 def make_source(folder: Path, n: int, samples: Path) -> None:
-    """`n` 512x512 PNGs under folder/<label>/: the shared samples (symlinked, repeated) or, without
+    """`n` 512x512 PNGs under folder/<label>/: the samples (symlinked, repeated) or, without
     them, smooth random 512 px images."""
     files = sorted(samples.glob("*/*.png")) if samples.is_dir() else []
     rng = np.random.default_rng(0)
@@ -115,18 +114,21 @@ def main(argv: list[str] | None = None) -> int:
         "--also-workers", type=int, default=2, help="extra loader runs with this many workers (0: none)"
     )
     ap.add_argument("--shard-size", type=int, default=64)
-    ap.add_argument("--samples", type=Path, default=SAMPLES)
+    ap.add_argument(
+        "--samples", type=Path, help="PNG samples folder (default: $DERMGEN_SAMPLES or the test assets)"
+    )
     args = ap.parse_args(argv)
     n = args.images or (64 if args.quick else 480)
     repeats = args.repeats or (1 if args.quick else 3)
     also = 0 if args.quick else args.also_workers
+    samples = args.samples or sample_root()
     torch.set_num_threads(1)  # same for both paths; DataLoader workers use one thread each anyway
     transform = Compose([Resize(224), CenterCrop(224), ToTensor()])
 
     with tempfile.TemporaryDirectory(prefix="dermgen-bench-") as tmp:
         t0 = time.perf_counter()
         src = Path(tmp) / "src"
-        make_source(src, n, args.samples)
+        make_source(src, n, samples)
         run = Path(tmp) / "run"
         pack_folder(src, run, shard_size=args.shard_size)
         pack_s = time.perf_counter() - t0
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "loader_throughput",
         "images": n,
         "repeats": repeats,
-        "source": "shared Derm-T2IM samples" if args.samples.is_dir() else "synthetic 512px PNGs",
+        "source": "Derm-T2IM samples" if samples.is_dir() else "synthetic 512px PNGs",
         "png_mb_per_image": round(png_mb, 3),
         "output": "3x224x224 float32 (resize shorter side 224, centre crop, to tensor), batches of 32",
         "dataloader_workers": args.workers,

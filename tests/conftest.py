@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from support import REPO_ROOT, SAMPLES_DIR, generate_run, make_lora  # noqa: F401 - re-exported
+from support import REPO_ROOT, generate_run, make_lora  # noqa: F401 - re-exported
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
@@ -26,16 +26,17 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
-def samples_dir() -> Path:
-    """The 120 real Derm-T2IM outputs (benign/ and malignant/ PNGs)."""
-    if not SAMPLES_DIR.is_dir():
-        pytest.skip(f"shared samples not found at {SAMPLES_DIR}")
-    return SAMPLES_DIR
+def samples_dir(tmp_path_factory) -> Path:
+    """The 120 real Derm-T2IM outputs as 512x512 PNGs with their ``parameters`` chunk (benign/, malignant/),
+    written from the JPEG copies in tests/assets (a missing asset fails the test, it never skips)."""
+    from filterlab.samples import materialise_samples
+
+    return materialise_samples(tmp_path_factory.mktemp("derm-t2im-samples"))
 
 
 @pytest.fixture(scope="session")
 def sample_splits(samples_dir, tmp_path_factory) -> dict[str, Path]:
-    """Disjoint, seeded splits of the shared samples for classifier tests: real/ (25+25) and test/ (20+20)
+    """Disjoint, seeded splits of the samples for classifier tests: real/ (25+25) and test/ (20+20)
     folders, and syn (15+15) packed as a run standing in for a synthetic one."""
     from dermgen.data.pack import pack_folder
     from dermgen.data.real import split_folder

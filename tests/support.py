@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLES_DIR = REPO_ROOT.parent / "shared" / "data" / "derm-t2im-samples"
+ASSETS_DIR = REPO_ROOT / "tests" / "assets"
 
 
 def generate_run(

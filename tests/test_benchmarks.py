@@ -19,6 +19,7 @@ CASES = {
     "filter_calibration.py": set(),
     "gpu_throughput.py": {"plain_diffusers_fp16_batch1", "dermgen_actor_path", "speedup"},
 }
+TAKE_SAMPLES = {"loader_throughput.py", "filter_throughput.py", "filter_calibration.py"}
 
 
 @pytest.mark.slow
@@ -26,6 +27,8 @@ CASES = {
 def test_benchmark_quick_mode_prints_json(script, samples_dir):
     args = [sys.executable, str(REPO / "benchmarks" / script)]
     args.append("--cpu-smoke" if script == "gpu_throughput.py" else "--quick")
+    if script in TAKE_SAMPLES:  # the test's PNG samples, not the scripts' default (materialised under /tmp)
+        args += ["--samples", str(samples_dir)]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])

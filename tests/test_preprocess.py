@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from dermgen.errors import ConfigError
-from dermgen.filters.noise import add_hair, rng_for
 from dermgen.preprocess import (
     MANIFEST,
     hair_mask,
@@ -21,6 +20,7 @@ from dermgen.preprocess import (
     remove_hair,
     resize_center_crop,
 )
+from filterlab.noise import add_hair, rng_for
 
 SIDE = 256  # hair tests run at 256 px: fast, and the constants scale with the side
 

@@ -177,7 +177,8 @@ def browser():
     """One headless Chromium for the module, with console logging enabled."""
     if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
         pytest.skip(
-            "headless report test needs Debian packages chromium and chromium-driver (apt-get install)"
+            f"headless report test needs Chromium at {CHROMIUM} and {CHROMEDRIVER}: "
+            "apt-get install chromium chromium-driver"
         )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

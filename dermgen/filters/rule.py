@@ -63,7 +63,7 @@ assert {b.score for b in BOUNDS} == set(SCORE_NAMES), "every score needs a bound
 
 # Default thresholds, chosen by benchmarks/filter_calibration.py from the CALIBRATION split only (60
 # of the 120 kept samples, split by sha256 of the file name, and heavy/mild noisy variants made from
-# those 60 by dermgen.filters.noise). Rule: for a max bound, halfway between the largest clean
+# those 60 by benchmarks/filterlab/noise.py). Rule: for a max bound, halfway between the largest clean
 # calibration score and the 10th percentile of the heavy variants of its category (min bounds mirror
 # it), rounded to 2 significant digits; every clean calibration image passes. The comments give the
 # calibration numbers; docs/FILTERS.md has the full table and the held-out measurements.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dermgen.filters import build_filter, noise
+from dermgen.filters import build_filter
+from filterlab import noise
 
 
 def test_keeps_at_least_95_percent_of_all_clean_samples(split):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dermgen.filters import noise
+from filterlab import noise
 
 
 def test_make_noisy_is_deterministic(small_image):

@@ -14,10 +14,10 @@ from dermgen.filters import (
     FilterConfigError,
     apply_rule,
     build_filter,
-    noise,
     override_keys,
     resolve_overrides,
 )
+from filterlab import noise
 
 
 def _scores(**kw):

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dermgen.filters import SCORE_NAMES, ImageView, Scorer, noise
+from dermgen.filters import SCORE_NAMES, ImageView, Scorer
 from dermgen.filters.color import ClippedScorer, ContrastScorer, InkScorer, TintScorer
 from dermgen.filters.dedup import DuplicateScorer, FingerprintIndex, MemorisationScorer, fingerprint, phash
 from dermgen.filters.domain import OffDomainScorer
@@ -15,6 +15,7 @@ from dermgen.filters.lesion import LesionScorer
 from dermgen.filters.pipeline import default_scorers
 from dermgen.filters.ruler import RulerScorer
 from dermgen.filters.sharpness import BlurScorer
+from filterlab import noise
 
 
 def test_default_scorers_follow_the_protocol(small_image):

@@ -7,8 +7,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from dermgen.filters import SCORE_NAMES, build_filter, noise
+from dermgen.filters import SCORE_NAMES, build_filter
 from dermgen.filters.standalone import OUTPUT_SCHEMA, filter_folder, filter_images
+from filterlab import noise
 
 
 def _write(path, rgb):

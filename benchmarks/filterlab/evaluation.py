@@ -1,7 +1,7 @@
 """Measure a filter on the kept Derm-T2IM samples and noisy variants made from them.
 
 Shared by ``benchmarks/filter_calibration.py`` and the tests. Every number is deterministic: the
-split (:func:`dermgen.filters.noise.split_samples`), the noise (seeded by file name) and the order.
+split (:func:`filterlab.noise.split_samples`), the noise (seeded by file name) and the order.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from dermgen.filters import noise
 from dermgen.filters.dedup import (
     FingerprintIndex,
     MemorisationScorer,
@@ -23,6 +22,8 @@ from dermgen.filters.dedup import (
     read_rgb,
 )
 from dermgen.filters.pipeline import FilterResult, ImageFilter, build_filter
+from filterlab import noise
+from filterlab.samples import sample_root
 
 __all__ = [
     "Sample",
@@ -41,14 +42,6 @@ class Sample:
 
     name: str
     image: np.ndarray
-
-
-def sample_root() -> Path:
-    """``shared/data/derm-t2im-samples`` next to the repository (or ``$DERMGEN_SAMPLES``)."""
-    env = os.environ.get("DERMGEN_SAMPLES")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "derm-t2im-samples"
 
 
 def load_samples(
