@@ -13,7 +13,7 @@ import random
 import time
 from typing import Any
 
-from dermgen.errors import DermgenError
+from dermgen.errors import RunFailed
 from dermgen.progress import Progress
 from dermgen.run import PreparedRun, finalize_run, prepare_run
 from dermgen.worker import ShardWorker, WorkerOptions
@@ -22,10 +22,6 @@ log = logging.getLogger(__name__)
 
 QUEUE_DEPTH = 2  # shards queued per actor, so it starts the next one without a round trip
 ACTOR_START_TIMEOUT_S = float(os.environ.get("DERMGEN_ACTOR_START_TIMEOUT", "600"))
-
-
-class RunFailed(DermgenError):
-    exit_code = 6
 
 
 def _generator_actor_class():
