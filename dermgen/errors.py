@@ -68,8 +68,11 @@ def config_error(exc: ValidationError) -> ConfigError:
     expected and the value given, e.g. ``--size: must be a multiple of 8 ... (got 100)``."""
     lines = []
     for err in exc.errors(include_url=False):
-        field = ".".join(str(p) for p in err["loc"]) or "arguments"
+        field = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
+        if not field:  # a rule across several options names them itself
+            lines.append(msg)
+            continue
         lines.append(f"--{field.replace('_', '-')}: {msg} (got {err.get('input')!r})")
     return ConfigError("\n".join(lines))
 
