@@ -19,7 +19,9 @@ from dermgen.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = REPO_ROOT / "manifests" / "derm_t2im_6k.yaml"
-SUBCOMMANDS = ("generate", "filter", "inspect", "verify", "report", "preprocess")
+SUBCOMMANDS = (
+    "generate", "filter", "inspect", "verify", "report", "preprocess", "train-lora", "merge-lora", "validate",
+)  # fmt: skip
 # The arguments `tiny_run` (tests/conftest.py) was generated with; a re-run with these resumes it.
 TINY_RUN_ARGS = [
     "--manifest", str(MANIFEST), "--model", "tiny", "--limit", "16", "--size", "64", "--filter", "none",
