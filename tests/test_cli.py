@@ -1,6 +1,7 @@
 """The `dermgen` command line, subcommand by subcommand, through `dermgen.cli.main` and the console script.
 
-Exit codes (dermgen/cli.py): 0 ok, 2 bad input, 3 output store problem, 4 plan mismatch, 5 verify problems.
+Exit codes (dermgen.errors.EXIT_CODES): 0 ok, 2 bad input, 3 output store problem, 4 plan mismatch,
+5 verify problems.
 """
 
 from __future__ import annotations
