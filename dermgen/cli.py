@@ -1,157 +1,105 @@
-"""The `dermgen` command line: generate, filter, inspect, verify, report, preprocess.
+"""The `dermgen` command: every job is a subcommand whose options come from its pydantic config.
 
-Exit codes: 0 success; 1 unexpected error; 2 bad input (manifest, arguments, model, LoRA);
-3 output store problem; 4 output holds a run made from a different plan; 5 verify found problems;
-6 the run failed (actors could not start, a shard kept failing).
+    generate    render a manifest into Parquet + PNG shards           (GenerateConfig)
+    filter      score images, write keep/drop decisions               (commands.FilterOptions)
+    inspect     summary of a run                                      (commands.InspectOptions)
+    verify      check a run's integrity                               (commands.VerifyOptions)
+    report      self-contained HTML report of a run                   (commands.ReportOptions)
+    preprocess  resize/crop and hair removal for fine-tuning          (commands.PreprocessOptions)
+    train-lora  DreamBooth + LoRA fine-tuning                         (train.lora.LoraTrainConfig)
+    merge-lora  bake LoRA adapters into one checkpoint                (train.merge.MergeLoraConfig)
+    validate    baseline vs hybrid classifier validation (Table IV)  (train.classifier.ClassifierConfig)
+
+`jobs/*.py` are the `ray job submit` entry points and call `main` with their subcommand. Library code never
+imports this module; the shared plumbing (options from models, the error wrapper) is `dermgen.console`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from dermgen import __version__
-from dermgen.errors import ConfigError, DermgenError
+from dermgen import __version__, commands
+from dermgen.config import GenerateConfig
+from dermgen.console import (
+    EXIT_CODES_TEXT,
+    add_model_options,
+    add_verbose,
+    csv_list,
+    int_list,
+    model_from_args,
+    name_value,
+    run_command,
+)
+from dermgen.errors import ConfigError
 
-log = logging.getLogger("dermgen")
-
-GENERATE_EXAMPLES = """examples:
+EXAMPLES = {
+    "generate": """
   dermgen generate --model tiny --limit 16 --size 64 --output /tmp/smoke
   dermgen generate --manifest manifests/derm_t2im_6k.yaml --output s3://my-bucket/derm-6k
   dermgen generate --lora adapters/pytorch_lora_weights.safetensors:0.8 --limit 100 --output runs/lora
   dermgen generate --dry-run
-"""
+  ray job submit --working-dir . -- python jobs/generate_6k.py --output s3://bucket/derm-6k""",
+    "filter": """
+  dermgen filter ./Derm-T2IM-Dataset --output scores.parquet
+  dermgen filter s3://bucket/derm-6k --output rescored.parquet --reference ./isic
+exit status 0 whatever was kept.""",
+    "inspect": """
+  dermgen inspect outputs/derm-6k
+  dermgen inspect s3://bucket/derm-6k --json""",
+    "verify": """
+  dermgen verify outputs/derm-6k
+  dermgen verify s3://bucket/derm-6k --json""",
+    "report": """
+  dermgen report outputs/derm-6k --output report/""",
+    "preprocess": """
+  dermgen preprocess isic/ isic-512/ --resolution 512""",
+    "train-lora": """
+  dermgen train-lora --model tiny --data samples/ --output /tmp/lora --resolution 64 --max-steps 200
+  dermgen train-lora --model derm-t2im --data isic-512/ --output adapters/isic --epochs 120
+  dermgen train-lora --model derm-t2im --data isic-512/ --output adapters/isic --resume
+  ray job submit --working-dir . -- python jobs/train_lora.py --data s3://bucket/isic-512 \\
+      --output /shared/adapters/isic --num-workers 4
+then: dermgen generate --lora adapters/isic/pytorch_lora_weights.safetensors:0.8 ...""",
+    "merge-lora": """
+  dermgen merge-lora --model derm-t2im --lora adapters/isic:0.8 --output merged.safetensors
+  dermgen merge-lora --model sd15/ --lora a.safetensors:1 --output merged-folder/ --half""",
+    "validate": """
+  dermgen validate --real data/isic_train --synthetic s3://bucket/derm-6k --test data/isic_test \\
+      --test data/ham10000 --model vit_b_16 --weights /models/vit-in21k --epochs 10 --output outputs/val
+  dermgen validate --real REAL --synthetic RUN --test TEST --model mobilenet_v2 --model-size tiny \\
+      --image-size 64 --epochs 5 --output /tmp/val          # CPU smoke run, random weights""",
+}
 
 
-def _filter_override(text: str) -> tuple[str, float | None]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE or NAME=none, got {text!r}")
-    if value.lower() in ("none", "off", "null"):
-        return key, None
-    try:
-        return key, float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"threshold {key!r}: expected a number or 'none', got {value!r}"
-        ) from None
+# ------------------------------------------------------------------------------------------------ generate
 
 
-def add_generate_args(
-    p: argparse.ArgumentParser, *, default_manifest: str | None = None, default_output: str | None = None
-) -> None:
-    p.add_argument(
-        "--manifest",
-        default=default_manifest or "manifests/derm_t2im_6k.yaml",
-        help="YAML prompt manifest (default: %(default)s)",
-    )
-    p.add_argument(
-        "--model",
-        default=None,
-        help="derm-t2im | tiny | local diffusers folder or .safetensors | s3:// URI "
-        "(default: the manifest's model, else derm-t2im)",
-    )
-    p.add_argument(
-        "--lora",
-        action="append",
-        default=[],
-        metavar="PATH[:SCALE]",
-        help="LoRA adapter applied to every entry, with merge scale beta (repeatable)",
-    )
-    p.add_argument(
-        "--output", default=default_output or "outputs/derm-6k", help="local folder or s3://bucket/prefix"
-    )
-    p.add_argument(
-        "--limit", type=int, default=None, help="shrink the manifest to N kept images, proportionally"
-    )
-    p.add_argument(
-        "--size", type=int, default=None, help="override every entry's size (square, multiple of 8)"
-    )
-    p.add_argument(
-        "--filter", choices=["none", "default"], default="default", help="noise filter (default: %(default)s)"
+def add_generate_args(p: argparse.ArgumentParser) -> None:
+    """The options of `generate`: every GenerateConfig field, plus `--filter-override` and `--no-ray`."""
+    add_model_options(
+        p,
+        GenerateConfig,
+        exclude={"filter_overrides"},
+        options={"lora": {"metavar": "PATH[:SCALE]"}, "reference_dir": {"flags": ["--reference"]}},
     )
     p.add_argument(
         "--filter-override",
         action="append",
-        type=_filter_override,
+        type=name_value,
         default=[],
         metavar="NAME=VALUE",
-        help="override a filter threshold for the whole run, e.g. ink=0.1 or ruler=none",
+        help="override a filter threshold for the whole run, e.g. ink=0.1 or ruler=none (repeatable)",
     )
-    p.add_argument(
-        "--reference",
-        dest="reference_dir",
-        default=None,
-        help="folder of fine-tuning images; near copies of them are dropped (memorisation)",
-    )
-    p.add_argument("--clip-model", default=None, help="local CLIP model folder for the optional CLIP score")
-    p.add_argument(
-        "--no-save-dropped",
-        dest="save_dropped",
-        action="store_false",
-        help="do not keep dropped images for audit under images/dropped/",
-    )
-    p.add_argument(
-        "--cap-factor",
-        type=float,
-        default=3.0,
-        help="most samples per entry, as a multiple of its kept target (default: %(default)s)",
-    )
-    p.add_argument("--num-actors", type=int, default=None, help="generator actors (default: one per GPU)")
-    p.add_argument(
-        "--cpus-per-actor",
-        type=float,
-        default=1.0,
-        help="CPUs reserved per actor; on CPU-only machines also its torch threads (default: %(default)s)",
-    )
-    p.add_argument("--shard-size", type=int, default=64, help="samples per shard (default: %(default)s)")
-    p.add_argument(
-        "--batch-size", type=int, default=8, help="images per diffusion batch (default: %(default)s)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="run seed (default: %(default)s)")
-    p.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
-    p.add_argument("--dtype", choices=["auto", "fp16", "bf16", "fp32"], default="auto")
-    p.add_argument("--compile", action="store_true", help="torch.compile the UNet (warm-up at actor start)")
-    p.add_argument(
-        "--cuda-graphs",
-        action="store_true",
-        help="also capture the compiled UNet in CUDA graphs (implies --compile; CUDA only)",
-    )
-    p.add_argument("--allow-pickle", action="store_true", help="allow pickled .ckpt/.bin checkpoints")
-    p.add_argument(
-        "--force-new-run",
-        action="store_true",
-        help="delete a run at --output made from a different plan, and start over",
-    )
-    p.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
     p.add_argument(
         "--no-ray", dest="use_ray", action="store_false", help="run in this process without Ray (one worker)"
     )
-    p.add_argument(
-        "--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)"
-    )
-    p.add_argument(
-        "--progress-interval",
-        type=float,
-        default=10.0,
-        help="seconds between progress lines when not on a terminal (default: %(default)s)",
-    )
 
 
-# argparse destinations of `generate` that are not GenerateConfig fields (handled by the command itself).
-NOT_CONFIG_ARGS = {"command", "func", "verbose", "use_ray", "filter_override"}
-
-
-def config_from_args(args: argparse.Namespace):
-    """Every generate option becomes the GenerateConfig field of the same name (validated there; the model
-    forbids unknown fields, so an option without a field fails loudly instead of being dropped)."""
-    from dermgen.config import make_config
-
-    values = {k: v for k, v in vars(args).items() if k not in NOT_CONFIG_ARGS}
-    return make_config(**values, filter_overrides=dict(args.filter_override))
+def config_from_args(args: argparse.Namespace) -> GenerateConfig:
+    """The GenerateConfig of parsed `generate` options (the model forbids unknown fields and has the defaults)."""
+    return model_from_args(GenerateConfig, args, filter_overrides=dict(args.filter_override))
 
 
 # Rough per-GPU rate for SD 1.5 at 512x512, 20 steps, CFG, fp16 on a current data-centre GPU.
@@ -216,67 +164,121 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------- other subcommands
+
+
+def _options_of(model, body: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Validate the parsed options with `model`, then run `body` on the validated values."""
+
+    def run(args: argparse.Namespace) -> int:
+        options = model_from_args(model, args)
+        return body(argparse.Namespace(**options.model_dump(by_alias=True)))
+
+    return run
+
+
+def cmd_train_lora(args: argparse.Namespace) -> int:
+    from dermgen.train.lora_config import LoraTrainConfig
+
+    return commands.cmd_train_lora(model_from_args(LoraTrainConfig, args), as_json=args.json)
+
+
+def cmd_merge_lora(args: argparse.Namespace) -> int:
+    from dermgen.train.merge import MergeLoraConfig
+
+    return commands.cmd_merge_lora(model_from_args(MergeLoraConfig, args))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from dermgen.train.classifier_config import ClassifierConfig
+
+    return commands.cmd_validate(model_from_args(ClassifierConfig, args))
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from dermgen.train.classifier_config import ClassifierConfig
+    from dermgen.train.lora_config import LoraTrainConfig
+    from dermgen.train.merge import MergeLoraConfig
+
     parser = argparse.ArgumentParser(
         prog="dermgen",
-        description="Generate, filter, check and inspect synthetic skin-lesion datasets.",
-        epilog=__doc__.split("\n\n", 1)[1],
+        description="Generate, filter, check and inspect synthetic skin-lesion datasets; fine-tune and validate.",
+        epilog=EXIT_CODES_TEXT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"dermgen {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    add_verbose(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    g = sub.add_parser(
-        "generate",
-        help="render a manifest into Parquet + PNG shards",
-        epilog=GENERATE_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    def add(name: str, help: str, func) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name,
+            help=help,
+            description=help[0].upper() + help[1:] + ".",
+            epilog="examples:" + EXAMPLES[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        add_verbose(p, top=False)
+        p.set_defaults(func=func)
+        return p
+
+    add_generate_args(add("generate", "render a manifest into Parquet + PNG shards", cmd_generate))
+
+    p = add(
+        "filter",
+        "score images and write keep/drop decisions with reasons",
+        _options_of(commands.FilterOptions, commands.cmd_filter),
     )
-    add_generate_args(g)
-    g.set_defaults(func=cmd_generate)
+    add_model_options(
+        p,
+        commands.FilterOptions,
+        positional=["input"],
+        options={"filter_override": {"type": name_value, "action": "append", "metavar": "NAME=VALUE"}},
+    )
+    for name, help, model, body in (
+        ("inspect", "summary of a run: rows, kept per label and entry, shards", commands.InspectOptions,
+         commands.cmd_inspect),
+        ("verify", "check a run's integrity; exit 5 on any problem", commands.VerifyOptions, commands.cmd_verify),
+        ("report", "write a self-contained HTML report of a run", commands.ReportOptions, commands.cmd_report),
+    ):  # fmt: skip
+        add_model_options(add(name, help, _options_of(model, body)), model, positional=["uri"])
+    p = add(
+        "preprocess",
+        "resize/crop and remove hair (DullRazor) for fine-tuning",
+        _options_of(commands.PreprocessOptions, commands.cmd_preprocess),
+    )
+    add_model_options(p, commands.PreprocessOptions, positional=["input", "output"])
 
-    from dermgen import commands
+    p = add("train-lora", "DreamBooth + LoRA fine-tuning (defaults: the study's Table II)", cmd_train_lora)
+    add_model_options(
+        p,
+        LoraTrainConfig,
+        exclusive=[("max_steps", "epochs")],
+        options={
+            "learning_rate": {"flags": ["--learning-rate", "--lr"]},
+            "adam_weight_decay": {"flags": ["--weight-decay", "--adam-weight-decay"]},
+            "target_modules": {"type": csv_list, "metavar": "A,B,..."},
+            "text_encoder_target_modules": {"type": csv_list, "metavar": "A,B,..."},
+            "sample_prompts": {"type": lambda s: [t for t in s.split("|") if t], "metavar": "'P1|P2|...'"},
+            "sample_seeds": {"type": int_list, "metavar": "0,1,..."},
+        },
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(interrupt_hint="continue with --resume")
 
-    commands.register(sub)
+    p = add("merge-lora", "bake LoRA adapters into the base model (W = W0 + beta * dW)", cmd_merge_lora)
+    add_model_options(p, MergeLoraConfig, options={"lora": {"metavar": "PATH[:SCALE]"}})
+
+    p = add("validate", "baseline vs hybrid classifier validation (the study's Table IV)", cmd_validate)
+    add_model_options(
+        p, ClassifierConfig, options={"modes": {"nargs": "+", "type": str, "choices": ["baseline", "hybrid"]}}
+    )
     return parser
 
 
-def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "filelock", "httpx", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        return int(args.func(args) or 0)
-    except DermgenError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback with -v
-        if args.verbose:
-            log.exception("unexpected error")
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        print(
-            f"error: unexpected {type(exc).__name__}: {first} (run with -v for the traceback)",
-            file=sys.stderr,
-        )
-        return 1
-
-
-def print_json(obj) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    """`dermgen ...`: returns the exit code (see EXIT_CODES in dermgen.errors)."""
+    return run_command(build_parser(), argv)
 
 
 __all__ = ["main", "build_parser", "add_generate_args", "config_from_args", "ConfigError"]

@@ -1,4 +1,6 @@
-"""Subcommands other than `generate`: filter, inspect, verify, report, preprocess."""
+"""Subcommands other than `generate`: filter, inspect, verify, report, preprocess, train-lora, merge-lora,
+validate. Each has a small pydantic model of its options (`dermgen.cli` derives the argparse options from
+it); a command receives the validated options."""
 
 from __future__ import annotations
 
@@ -7,7 +9,48 @@ import json
 import sys
 from collections import Counter, defaultdict
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from dermgen.errors import VerifyError
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class InspectOptions(_Options):
+    uri: str = Field(description="run folder or s3://bucket/prefix")
+    as_json: bool = Field(False, alias="json", description="print JSON")
+
+
+class VerifyOptions(_Options):
+    uri: str = Field(description="run folder or s3://bucket/prefix")
+    as_json: bool = Field(False, alias="json", description="print JSON")
+    skip_images: bool = Field(False, description="do not read the PNG objects (faster on S3)")
+
+
+class FilterOptions(_Options):
+    input: str = Field(description="folder of images (recursive) or a generation run (folder or s3://)")
+    output: str = Field(description="Parquet file to write")
+    reference: str | None = Field(None, description="folder of fine-tuning images (memorisation check)")
+    filter_override: list[tuple[str, float | None]] = Field(
+        default_factory=list,
+        description="override a filter threshold, e.g. ink=0.1 or ruler=none (repeatable)",
+    )
+    workers: int | None = Field(None, gt=0, description="processes (default: all cores)")
+
+
+class ReportOptions(_Options):
+    uri: str = Field(description="run folder or s3://bucket/prefix")
+    output: str | None = Field(None, description="folder for index.html (default: <uri>/report when local)")
+
+
+class PreprocessOptions(_Options):
+    input: str = Field(description="folder laid out <root>/<label>/* or a generation run")
+    output: str = Field(description="output folder")
+    resolution: int = Field(512, gt=0, description="side of the square output images")
+    keep_hair: bool = Field(False, description="skip hair removal")
+    workers: int | None = Field(None, gt=0, description="processes (default: all cores)")
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -153,67 +196,40 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub) -> None:
-    from dermgen.cli import _filter_override
+def cmd_train_lora(config, *, as_json: bool = False) -> int:
+    """`dermgen train-lora`: DreamBooth + LoRA fine-tuning (`dermgen.train.lora.train_lora`)."""
+    from dermgen.pipeline import quiet_hf_logging
+    from dermgen.train.lora import train_lora
 
-    fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser(
-        "filter",
-        help="score images and write keep/drop decisions with reasons",
-        formatter_class=fmt,
-        epilog="examples:\n  dermgen filter ./Derm-T2IM-Dataset --output scores.parquet\n"
-        "  dermgen filter s3://bucket/derm-6k --output rescored.parquet --reference ./isic\n"
-        "exit status 0 whatever was kept.",
-    )
-    p.add_argument("input", help="folder of images (recursive) or a generation run (folder or s3://)")
-    p.add_argument("--output", required=True, help="Parquet file to write")
-    p.add_argument("--reference", default=None, help="folder of fine-tuning images (memorisation check)")
-    p.add_argument(
-        "--filter-override", action="append", type=_filter_override, default=[], metavar="NAME=VALUE"
-    )
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    p.set_defaults(func=cmd_filter)
+    quiet_hf_logging()
+    r = train_lora(config)
+    if as_json:
+        print(json.dumps(r.to_dict(), indent=2))
+    elif r.interrupted:
+        print(f"stopped at step {r.steps}/{r.total_steps}; continue with --resume ({r.output})")
+    else:
+        loss = "n/a" if r.final_loss is None else f"{r.final_loss:.4f}"
+        print(f"trained {r.steps} steps in {r.seconds:.0f}s, final loss {loss}: {r.weights} ({r.card})")
+    return 0
 
-    p = sub.add_parser(
-        "inspect",
-        help="summary of a run: rows, kept per label and entry, shards",
-        formatter_class=fmt,
-        epilog="example:\n  dermgen inspect outputs/derm-6k",
-    )
-    p.add_argument("uri")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser(
-        "verify",
-        help="check a run's integrity; exit 5 on any problem",
-        formatter_class=fmt,
-        epilog="examples:\n  dermgen verify outputs/derm-6k\n  dermgen verify s3://bucket/derm-6k --json",
-    )
-    p.add_argument("uri")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--skip-images", action="store_true", help="do not read the PNG objects (faster on S3)")
-    p.set_defaults(func=cmd_verify)
+def cmd_merge_lora(config) -> int:
+    """`dermgen merge-lora`: bake adapters into one checkpoint (`dermgen.train.merge.merge_lora`)."""
+    from dermgen.pipeline import quiet_hf_logging
+    from dermgen.train.merge import merge_from_config
 
-    p = sub.add_parser(
-        "report",
-        help="write a self-contained HTML report of a run",
-        formatter_class=fmt,
-        epilog="example:\n  dermgen report outputs/derm-6k --output report/",
-    )
-    p.add_argument("uri")
-    p.add_argument("--output", default=None, help="folder for index.html (default: <uri>/report when local)")
-    p.set_defaults(func=cmd_report)
+    quiet_hf_logging()
+    print(json.dumps(merge_from_config(config), indent=2, sort_keys=True))
+    return 0
 
-    p = sub.add_parser(
-        "preprocess",
-        help="resize/crop and remove hair (DullRazor) for fine-tuning",
-        formatter_class=fmt,
-        epilog="example:\n  dermgen preprocess isic/ isic-512/ --resolution 512",
-    )
-    p.add_argument("input", help="folder laid out <root>/<label>/* or a generation run")
-    p.add_argument("output")
-    p.add_argument("--resolution", type=int, default=512)
-    p.add_argument("--keep-hair", action="store_true", help="skip hair removal")
-    p.add_argument("--workers", type=int, default=None)
-    p.set_defaults(func=cmd_preprocess)
+
+def cmd_validate(config) -> int:
+    """`dermgen validate`: baseline vs hybrid classifiers (`dermgen.train.classifier.run_validation`)."""
+    from pathlib import Path
+
+    from dermgen.train.classifier import render_table, run_validation
+
+    metrics = run_validation(config)
+    print(render_table(metrics))
+    print(f"wrote {Path(config.output) / 'metrics.json'}, table.md, curves.png")
+    return 0

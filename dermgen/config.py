@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from dermgen.errors import ConfigError
+from dermgen.errors import validated
 from dermgen.plan import DEFAULT_BLOCK, DEFAULT_CAP_FACTOR, DEFAULT_SHARD_SIZE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -19,34 +19,60 @@ class GenerateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    manifest: str = DEFAULT_MANIFEST
-    model: str | None = None  # None: the manifest's model, else "derm-t2im"
-    lora: list[str] = Field(default_factory=list)
-    output: str = "outputs/derm-6k"
-    limit: int | None = Field(None, gt=0)
-    size: int | None = None
-    filter: Literal["none", "default"] = "default"
-    filter_overrides: dict[str, float | None] = Field(default_factory=dict)
-    reference_dir: str | None = None
-    clip_model: str | None = None
-    save_dropped: bool = True
-    cap_factor: float = Field(DEFAULT_CAP_FACTOR, ge=1.0, le=100.0)
-    num_actors: int | None = Field(None, gt=0)
-    cpus_per_actor: float = Field(1.0, gt=0)
-    shard_size: int = Field(DEFAULT_SHARD_SIZE, gt=0, le=100_000)
-    batch_size: int = Field(8, gt=0, le=256)
-    block: int = Field(DEFAULT_BLOCK, gt=0)
-    seed: int = Field(0, ge=0, lt=2**31)
-    device: str | None = None
-    dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
-    compile: bool = False
-    cuda_graphs: bool = False  # implies compile
-    allow_pickle: bool = False
-    force_new_run: bool = False
-    dry_run: bool = False
-    ray_address: str | None = None
-    max_shard_retries: int = Field(3, ge=0)
-    progress_interval: float = Field(10.0, gt=0)
+    manifest: str = Field(DEFAULT_MANIFEST, description="YAML prompt manifest")
+    model: str | None = Field(
+        None,
+        description="derm-t2im | tiny | local diffusers folder or .safetensors | s3:// URI "
+        "(default: the manifest's model, else derm-t2im)",
+    )
+    lora: list[str] = Field(
+        default_factory=list,
+        description="LoRA adapter PATH[:SCALE] applied to every entry, with merge scale beta (repeatable)",
+    )
+    output: str = Field("outputs/derm-6k", description="local folder or s3://bucket/prefix")
+    limit: int | None = Field(None, gt=0, description="shrink the manifest to N kept images, proportionally")
+    size: int | None = Field(None, description="override every entry's size (square, multiple of 8)")
+    filter: Literal["none", "default"] = Field("default", description="noise filter")
+    filter_overrides: dict[str, float | None] = Field(
+        default_factory=dict, description="filter thresholds replaced for the whole run (None: rule off)"
+    )
+    reference_dir: str | None = Field(
+        None, description="folder of fine-tuning images; near copies of them are dropped (memorisation)"
+    )
+    clip_model: str | None = Field(None, description="local CLIP model folder for the optional CLIP score")
+    save_dropped: bool = Field(True, description="keep dropped images for audit under images/dropped/")
+    cap_factor: float = Field(
+        DEFAULT_CAP_FACTOR,
+        ge=1.0,
+        le=100.0,
+        description="most samples per entry, as a multiple of its kept target",
+    )
+    num_actors: int | None = Field(None, gt=0, description="generator actors (default: one per GPU)")
+    cpus_per_actor: float = Field(
+        1.0, gt=0, description="CPUs reserved per actor; on CPU-only machines also its torch threads"
+    )
+    shard_size: int = Field(DEFAULT_SHARD_SIZE, gt=0, le=100_000, description="samples per shard")
+    batch_size: int = Field(8, gt=0, le=256, description="images per diffusion batch")
+    block: int = Field(DEFAULT_BLOCK, gt=0, description="samples per sampler/steps block of the plan")
+    seed: int = Field(0, ge=0, lt=2**31, description="run seed")
+    device: str | None = Field(None, description="cuda | cpu (default: cuda when available)")
+    dtype: Literal["auto", "fp16", "bf16", "fp32"] = Field("auto", description="weights and compute dtype")
+    compile: bool = Field(False, description="torch.compile the UNet (warm-up at actor start)")
+    cuda_graphs: bool = Field(
+        False, description="also capture the compiled UNet in CUDA graphs (implies --compile; CUDA only)"
+    )
+    allow_pickle: bool = Field(False, description="allow pickled .ckpt/.bin checkpoints")
+    force_new_run: bool = Field(
+        False, description="delete a run at --output made from a different plan, and start over"
+    )
+    dry_run: bool = Field(False, description="print the plan and write nothing")
+    ray_address: str | None = Field(
+        None, description="Ray cluster address (default: RAY_ADDRESS or a local Ray)"
+    )
+    max_shard_retries: int = Field(3, ge=0, description="attempts of a failing shard before the run fails")
+    progress_interval: float = Field(
+        10.0, gt=0, description="seconds between progress lines when not on a terminal"
+    )
 
     @field_validator("size")
     @classmethod
@@ -72,12 +98,4 @@ class GenerateConfig(BaseModel):
 
 def make_config(**kwargs) -> GenerateConfig:
     """Build a GenerateConfig, turning validation errors into one readable ConfigError."""
-    try:
-        return GenerateConfig(**{k: v for k, v in kwargs.items() if v is not None or k in ("limit",)})
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors(include_url=False):
-            field = ".".join(str(p) for p in err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"--{field.replace('_', '-')}: {msg} (got {err.get('input')!r})")
-        raise ConfigError("\n".join(lines)) from None
+    return validated(GenerateConfig, {k: v for k, v in kwargs.items() if v is not None or k in ("limit",)})

@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+from dermgen.cache import cache_dir
+
 _CHUNK = 8 * 1024 * 1024
 
 
@@ -68,5 +70,4 @@ def short_hash(sha256: str) -> str:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("DERMGEN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dermgen")
-    return Path(base) / "sha256"
+    return cache_dir("sha256")

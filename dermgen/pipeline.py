@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from dermgen.cache import cache_dir
 from dermgen.errors import ConfigError
 from dermgen.hashing import sha256_file, sha256_state_dict, sha256_tree, short_hash
 from dermgen.samplers import make_scheduler, scheduler_description
@@ -135,7 +136,7 @@ def _resolve_derm_t2im(*, allow_pickle: bool, fetch: bool) -> ResolvedModel:
         r.model_id = "derm-t2im"
         r.extras["source"] = env
         return r
-    cached = _cache_root() / "derm-t2im" / DERM_T2IM_FILE
+    cached = cache_dir("derm-t2im", DERM_T2IM_FILE)
     if cached.exists():
         return ResolvedModel("derm-t2im", "single_file", str(cached), {"source": str(cached)})
     if not fetch:
@@ -151,11 +152,6 @@ def _resolve_derm_t2im(*, allow_pickle: bool, fetch: bool) -> ResolvedModel:
             "or pass --model PATH"
         ) from None
     return ResolvedModel("derm-t2im", "single_file", local, {"source": f"hf://{DERM_T2IM_REPO}"})
-
-
-def _cache_root() -> Path:
-    base = os.environ.get("DERMGEN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dermgen")
-    return Path(base)
 
 
 def default_device() -> str:

@@ -1,8 +1,10 @@
 """Compose the stages on Ray: a pool of generator actors fed shard by shard, supervised with `ray.wait`.
 
-The only module that imports Ray. The driver holds no image bytes: actors write PNGs and Parquet to the
-store themselves and return small summaries. A shard whose actor dies is resubmitted; dead actors are
-replaced; committed shards are skipped on re-runs (see `dermgen.run`).
+The only generation module that imports Ray (ARCHITECTURE.md names the other Ray adapters: Ray Data
+loading, Ray Train wiring). The driver holds no image bytes: actors write PNGs and Parquet to the store
+themselves and return small summaries. A shard whose actor dies is resubmitted; dead actors are replaced;
+committed shards are skipped on re-runs (see `dermgen.run`). The actors hold a `ShardWorker` (or a
+subclass passed as `worker_cls`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import random
 import time
 from typing import Any
 
-from dermgen.errors import DermgenError
+from dermgen.errors import RunFailed
 from dermgen.progress import Progress
 from dermgen.run import PreparedRun, finalize_run, prepare_run
 from dermgen.worker import ShardWorker, WorkerOptions
@@ -24,11 +26,7 @@ QUEUE_DEPTH = 2  # shards queued per actor, so it starts the next one without a 
 ACTOR_START_TIMEOUT_S = float(os.environ.get("DERMGEN_ACTOR_START_TIMEOUT", "600"))
 
 
-class RunFailed(DermgenError):
-    exit_code = 6
-
-
-def _generator_actor_class():
+def _generator_actor_class(worker_cls: type[ShardWorker]):
     import ray
 
     @ray.remote(max_restarts=0, max_task_retries=0)
@@ -39,7 +37,7 @@ def _generator_actor_class():
             if stagger_s > 0:  # spread start-up so a big pool does not hit the store/hub at once
                 time.sleep(stagger_s)
             self.name = name
-            self.worker = ShardWorker(opts, store_uri, run_id, actor=name)
+            self.worker = worker_cls(opts, store_uri, run_id, actor=name)
 
         def info(self) -> dict[str, Any]:
             out = self.worker.info()
@@ -91,8 +89,8 @@ def _pool_shape(run: PreparedRun) -> tuple[int, dict[str, float]]:
     return n, ({"num_gpus": 1, "num_cpus": cpus} if want_gpu else {"num_cpus": cpus})
 
 
-def run_generation(run: PreparedRun) -> dict[str, Any]:
-    """Run every pending shard on Ray actors, then finalize. Returns the run summary."""
+def run_generation(run: PreparedRun, worker_cls: type[ShardWorker] = ShardWorker) -> dict[str, Any]:
+    """Run every pending shard on Ray actors (each holding a `worker_cls`), then finalize; the run summary."""
     import ray
     from ray.exceptions import RayActorError, RayTaskError
 
@@ -100,7 +98,7 @@ def run_generation(run: PreparedRun) -> dict[str, Any]:
     try:
         n_actors, resources = _pool_shape(run)
         n_actors = min(n_actors, max(1, len(run.scheduler.pending)))
-        actor_cls = _generator_actor_class()
+        actor_cls = _generator_actor_class(worker_cls)
         progress = Progress(run.plan.total_target, interval=run.config.progress_interval)
         actors: dict[str, Any] = {}
         state: dict[str, str] = {}  # name -> starting|ready|dead
@@ -241,9 +239,9 @@ def run_generation(run: PreparedRun) -> dict[str, Any]:
             ray.shutdown()
 
 
-def run_in_process(run: PreparedRun) -> dict[str, Any]:
+def run_in_process(run: PreparedRun, worker_cls: type[ShardWorker] = ShardWorker) -> dict[str, Any]:
     """The same run without Ray, on one in-process worker (debugging, small machines, benchmarks)."""
-    worker = ShardWorker(run.worker_options, run.store, run.run_id, actor="local")
+    worker = worker_cls(run.worker_options, run.store, run.run_id, actor="local")
     progress = Progress(run.plan.total_target, interval=run.config.progress_interval)
     try:
         while (shard := run.scheduler.next_shard()) is not None:
@@ -259,8 +257,12 @@ def run_in_process(run: PreparedRun) -> dict[str, Any]:
     return finalize_run(run, stats)
 
 
-def generate(config, *, use_ray: bool = True) -> dict[str, Any]:
-    """Validate, plan, bind, run and summarise one generation job."""
+def generate(config, *, use_ray: bool = True, worker_cls: type[ShardWorker] = ShardWorker) -> dict[str, Any]:
+    """Validate, plan, bind, run and summarise one generation job.
+
+    `worker_cls` renders, filters, writes and commits each shard: `ShardWorker` or a subclass of it (the
+    reliability tests inject faults this way); with Ray it must be importable or picklable by value.
+    """
     run = prepare_run(config)
     log.info(
         "run %s -> %s: %d planned kept images (%s), %d shard(s) to render, %d already committed",
@@ -274,4 +276,4 @@ def generate(config, *, use_ray: bool = True) -> dict[str, Any]:
     if run.scheduler.finished:
         log.info("nothing to do: every shard is committed")
         return finalize_run(run, {"elapsed_s": 0.0, "images": 0})
-    return run_generation(run) if use_ray else run_in_process(run)
+    return run_generation(run, worker_cls) if use_ray else run_in_process(run, worker_cls)

@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
+from dermgen.cache import cache_dir
 from dermgen.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -413,12 +414,8 @@ def download_to_cache(uri: str) -> Path:
     """Fetch an s3:// object (a checkpoint or LoRA file) once into the local cache and return its path."""
     import hashlib
 
-    base = os.environ.get("DERMGEN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dermgen")
-    dest = (
-        Path(base)
-        / "downloads"
-        / hashlib.sha256(uri.encode()).hexdigest()[:16]
-        / uri.rstrip("/").rsplit("/", 1)[-1]
+    dest = cache_dir(
+        "downloads", hashlib.sha256(uri.encode()).hexdigest()[:16], uri.rstrip("/").rsplit("/", 1)[-1]
     )
     if dest.exists():
         return dest

@@ -8,7 +8,6 @@ batch k+1 renders, so the accelerator does not wait for the CPU. Image bytes nev
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 import time
@@ -70,23 +69,6 @@ def make_filter(opts: WorkerOptions):
 def _is_oom(exc: BaseException) -> bool:
     name = type(exc).__name__
     return name == "OutOfMemoryError" or "out of memory" in str(exc).lower()
-
-
-def _crash_for_test(shard_id: str) -> None:
-    """Fault injection for tests/reliability: kill this process once, after its PNGs, before the commit.
-
-    Active only when DERMGEN_TEST_CRASH_SHARD names this shard and DERMGEN_TEST_CRASH_MARKER names a file
-    that does not exist yet; the file is created first, so only the first attempt dies.
-    """
-    marker = os.environ.get("DERMGEN_TEST_CRASH_MARKER")
-    if not marker or os.environ.get("DERMGEN_TEST_CRASH_SHARD") != shard_id:
-        return
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return
-    log.error("DERMGEN_TEST_CRASH_SHARD: exiting before committing shard %s", shard_id)
-    os._exit(137)
 
 
 class InlineExecutor:
@@ -168,6 +150,14 @@ class ShardWorker:
             "batch_size": self.renderer.batch_size,
         }
 
+    def commit(self, shard_id: str, rows: list[dict[str, Any]], written: list[str]) -> Any:
+        """Commit a shard whose PNGs are written: its Parquet object appears, or the shard does not exist.
+
+        The one step between "images written" and "shard committed"; a subclass may wrap it (the
+        reliability tests kill the process here to leave an orphaned attempt behind).
+        """
+        return commit_shard(self.store, shard_id, rows, written)
+
     def run_shard(self, shard: Shard, entry_filter: dict[str, float | None] | None = None) -> dict[str, Any]:
         """Render, score and write every sample of `shard`, then commit it. Returns a small summary.
 
@@ -199,8 +189,7 @@ class ShardWorker:
         rows.sort(key=lambda r: r["index"])
         for r in rows:
             r["shard_id"] = shard.shard_id
-        _crash_for_test(shard.shard_id)
-        result = commit_shard(self.store, shard.shard_id, rows, written)
+        result = self.commit(shard.shard_id, rows, written)
         reasons: Counter[str] = Counter()
         for r in rows:
             reasons.update(r["drop_reasons"] or [])

@@ -15,9 +15,12 @@ def generate_run(
     filter: str = "none",
     manifest: str | None = None,
     use_ray: bool = False,
+    worker_cls=None,
     **kwargs,
 ) -> dict:
-    """Generate a tiny-model run at 64 px (the 6k manifest, 20-26 steps, unless `manifest` is given)."""
+    """Generate a tiny-model run at 64 px (the 6k manifest, 20-26 steps, unless `manifest` is given).
+
+    `worker_cls`: a `dermgen.worker.ShardWorker` subclass to run the shards with (fault injection)."""
     from dermgen.config import make_config
     from dermgen.runner import generate
 
@@ -32,7 +35,7 @@ def generate_run(
         batch_size=kwargs.pop("batch_size", 4),
         **kwargs,
     )
-    return generate(cfg, use_ray=use_ray)
+    return generate(cfg, use_ray=use_ray, **({"worker_cls": worker_cls} if worker_cls else {}))
 
 
 def make_lora(path: Path, *, rank: int = 4, alpha: int = 8, seed: int = 0) -> Path:

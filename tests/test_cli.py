@@ -1,6 +1,7 @@
 """The `dermgen` command line, subcommand by subcommand, through `dermgen.cli.main` and the console script.
 
-Exit codes (dermgen/cli.py): 0 ok, 2 bad input, 3 output store problem, 4 plan mismatch, 5 verify problems.
+Exit codes (dermgen.errors.EXIT_CODES): 0 ok, 2 bad input, 3 output store problem, 4 plan mismatch,
+5 verify problems.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from dermgen.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = REPO_ROOT / "manifests" / "derm_t2im_6k.yaml"
-SUBCOMMANDS = ("generate", "filter", "inspect", "verify", "report", "preprocess")
+SUBCOMMANDS = (
+    "generate", "filter", "inspect", "verify", "report", "preprocess", "train-lora", "merge-lora", "validate",
+)  # fmt: skip
 # The arguments `tiny_run` (tests/conftest.py) was generated with; a re-run with these resumes it.
 TINY_RUN_ARGS = [
     "--manifest", str(MANIFEST), "--model", "tiny", "--limit", "16", "--size", "64", "--filter", "none",

@@ -16,16 +16,16 @@ sha256 and scale, and the output's sha256.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dermgen.errors import ConfigError, DermgenError
+from pydantic import BaseModel, ConfigDict, Field
+
+from dermgen.errors import ConfigError
 from dermgen.pipeline import LoraSpec
 
 log = logging.getLogger(__name__)
@@ -258,33 +258,24 @@ def merge_lora(
     return record
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="train_lora.py merge",
-        description="Bake LoRA adapters into the base model (W = W0 + beta * dW) and write one checkpoint.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-        "  python jobs/train_lora.py merge --model derm-t2im --lora adapters/isic:0.8 --output merged.safetensors\n"
-        "  python jobs/train_lora.py merge --model sd15/ --lora a.safetensors:1 --output merged-folder/ --half",
+class MergeLoraConfig(BaseModel):
+    """Everything `dermgen merge-lora` accepts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("derm-t2im", description="derm-t2im | tiny | diffusers folder | .safetensors | s3://")
+    lora: list[str] = Field(
+        min_length=1,
+        description="adapter PATH[:SCALE]; a folder means its pytorch_lora_weights.safetensors",
     )
-    p.add_argument(
-        "--model", default="derm-t2im", help="derm-t2im | tiny | diffusers folder | .safetensors | s3://"
-    )
-    p.add_argument(
-        "--lora",
-        action="append",
-        required=True,
-        help="PATH[:SCALE] (repeatable); a folder means its pytorch_lora_weights.safetensors",
-    )
-    p.add_argument("--output", required=True, help="*.safetensors (original single-file layout) or a folder")
-    p.add_argument("--half", action="store_true", help="store fp16 weights (half the size)")
-    p.add_argument("--allow-pickle", action="store_true")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("-v", "--verbose", action="store_true")
-    return p
+    output: str = Field(description="*.safetensors (original single-file layout) or a folder")
+    half: bool = Field(False, description="store fp16 weights (half the size)")
+    allow_pickle: bool = Field(False, description="allow pickled .ckpt/.bin checkpoints")
+    device: str = Field("cpu", description="device the weights are fused on")
 
 
-def _spec(text: str) -> LoraSpec:
+def lora_spec(text: str) -> LoraSpec:
+    """`PATH[:SCALE]`, where a training output folder stands for its adapter file."""
     spec = LoraSpec.parse(text)
     p = Path(spec.path)
     if p.is_dir() and (p / "pytorch_lora_weights.safetensors").is_file():
@@ -292,24 +283,13 @@ def _spec(text: str) -> LoraSpec:
     return spec
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from dermgen.cli import setup_logging
-    from dermgen.pipeline import quiet_hf_logging
-
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    quiet_hf_logging()
-    try:
-        record = merge_lora(
-            args.model,
-            [_spec(t) for t in args.lora],
-            args.output,
-            half=args.half,
-            allow_pickle=args.allow_pickle,
-            device=args.device,
-        )
-    except DermgenError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(json.dumps(record, indent=2, sort_keys=True))
-    return 0
+def merge_from_config(config: MergeLoraConfig) -> dict[str, Any]:
+    """:func:`merge_lora` with the options of a MergeLoraConfig; returns the merge record."""
+    return merge_lora(
+        config.model,
+        [lora_spec(t) for t in config.lora],
+        config.output,
+        half=config.half,
+        allow_pickle=config.allow_pickle,
+        device=config.device,
+    )

@@ -1,10 +1,14 @@
 """A generator actor dying mid-shard, and running out of memory: every planned sample still lands once.
 
-The crash is deterministic: `DERMGEN_TEST_CRASH_SHARD` makes the worker `os._exit` after writing the
-shard's PNGs and before committing it, once (a marker file records the crash).
+The crash is deterministic: the test runs the shards with a `ShardWorker` subclass whose `commit` calls
+`os._exit` after the target shard's PNGs are written and before its commit, once (a marker file records
+the crash). The subclass is made here and shipped to the Ray actors by value (cloudpickle), so the
+package carries no test hook.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -14,12 +18,34 @@ from dermgen.store import LocalStore
 TARGET = "benign_mole-0000002-0000004"
 
 
+def crash_once_worker(shard_id: str, marker: str):
+    """A ShardWorker that kills its process once, after `shard_id`'s PNGs, before that shard's commit.
+
+    The class is made inside this function, so cloudpickle sends it to the actors by value (the test
+    module is not importable there); `marker` is created first, so only the first attempt dies.
+    """
+    from dermgen.worker import ShardWorker
+
+    class CrashOnceWorker(ShardWorker):
+        def commit(self, sid, rows, written):
+            if sid == shard_id:
+                try:
+                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    pass
+                else:
+                    os._exit(137)
+            return super().commit(sid, rows, written)
+
+    return CrashOnceWorker
+
+
 @pytest.mark.slow
 def test_actor_killed_mid_shard_every_sample_once(tmp_path, ray_env, gen, exactly_once):
     marker = tmp_path / "crashed"
-    ray_env({"DERMGEN_TEST_CRASH_SHARD": TARGET, "DERMGEN_TEST_CRASH_MARKER": str(marker)})
+    ray_env({})
     out = tmp_path / "run"
-    summary = gen(out, use_ray=True, num_actors=1)
+    summary = gen(out, use_ray=True, num_actors=1, worker_cls=crash_once_worker(TARGET, str(marker)))
     print(
         f"actor crash: actors created {summary['actors_created']}, orphans removed "
         f"{summary['orphans_removed']}, generated {summary['generated']}"

@@ -17,12 +17,20 @@ from dermgen.train.lora import (
     Layout,
     Trainer,
     epoch_order,
-    main,
     make_train_config,
     train_lora,
 )
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def main(argv: list[str]) -> int:
+    """`dermgen train-lora ARGV` (the command's exit code)."""
+    from dermgen.cli import main as dermgen_main
+
+    return dermgen_main(["train-lora", *argv])
+
+
 PROMPTS = ["benign mole", "malignant mole"]
 
 

@@ -141,11 +141,12 @@ def test_merge_to_single_file_renders_like_base_plus_lora(adapter, tmp_path):
 
 
 def test_merge_cli_to_diffusers_folder(adapter, tmp_path, capsys):
-    from dermgen.train.lora import main
+    from dermgen.cli import main
 
     out = tmp_path / "merged"
     assert (
-        main(["merge", "--model", "tiny", "--lora", f"{Path(adapter).parent}:0.5", "--output", str(out)]) == 0
+        main(["merge-lora", "--model", "tiny", "--lora", f"{Path(adapter).parent}:0.5", "--output", str(out)])
+        == 0
     )
     record = json.loads(capsys.readouterr().out)
     assert record["layout"] == "diffusers" and (out / "model_index.json").exists()

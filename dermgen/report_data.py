@@ -1,0 +1,162 @@
+"""What `dermgen report` reads from a run: every row (one pass over the shards) and a bounded,
+deterministic sample of thumbnails for the contact sheets."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from dermgen.errors import StoreError
+from dermgen.shards import RUN_JSON, SUMMARY_JSON, iter_shard_tables
+from dermgen.store import Store
+
+log = logging.getLogger("dermgen.report")
+
+THUMBS_PER_SHEET = 48  # images per contact sheet (kept, dropped), spread evenly over labels
+THUMB_SIDE = 128
+
+_ROW_COLUMNS = (
+    "sample_id",
+    "entry_id",
+    "label",
+    "prompt",
+    "seed",
+    "sampler",
+    "steps",
+    "status",
+    "kept",
+    "drop_reasons",
+    "scores",
+    "created_at",
+    "model_id",
+    "model_hash",
+    "model_sha256",
+    "loras",
+    "actor",
+    "node",
+    "device",
+)
+
+
+@dataclass
+class Thumb:
+    """One sampled image for a contact sheet: its row (without bytes) and the encoded thumbnail."""
+
+    rank: str
+    row: dict[str, Any]
+    data: bytes | None = None  # PNG bytes from the row, or None to fetch `path` from the store
+    path: str | None = None
+    uri: str | None = None  # data: URI of the thumbnail once made
+
+
+@dataclass
+class RunData:
+    """Everything the page shows, read from one run."""
+
+    uri: str
+    run: dict[str, Any]
+    summary: dict[str, Any] | None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    shards: int = 0
+    shards_planned: int | None = None
+    kept_sheet: list[Thumb] = field(default_factory=list)
+    dropped_sheet: list[Thumb] = field(default_factory=list)
+    dropped_unsaved: int = 0
+    unreadable: dict[str, int] = field(default_factory=dict)  # "kept"/"dropped" -> sampled images unread
+
+
+def _rank(sample_id: str) -> str:
+    """A stable pseudo-random order of samples: same run, same contact sheets."""
+    return hashlib.sha256(sample_id.encode()).hexdigest()
+
+
+def _read_json(store: Store, key: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(store.get(key))
+    except KeyError:
+        return None
+    except ValueError as exc:
+        raise StoreError(f"{store.url(key)}: not valid JSON ({exc})") from None
+
+
+def _planned_shards(run: dict[str, Any]) -> int | None:
+    try:
+        from dermgen.verify import _plan_from_run_json
+
+        return len(_plan_from_run_json(run).shards)
+    except Exception:  # noqa: BLE001 - the count is informative only
+        return None
+
+
+def load_run(store: Store, per_sheet: int = THUMBS_PER_SHEET) -> RunData:
+    """Read run.json, summary.json and every committed row; sample `per_sheet` kept and dropped images."""
+    run = _read_json(store, RUN_JSON)
+    if run is None:
+        raise StoreError(f"{store.uri} holds no {RUN_JSON} (not a dermgen run, or nothing written yet)")
+    data = RunData(store.uri, run, _read_json(store, SUMMARY_JSON), shards_planned=_planned_shards(run))
+    pools: dict[tuple[bool, str], list[Thumb]] = defaultdict(list)
+    for _, table in iter_shard_tables(store):
+        data.shards += 1
+        cols = [c for c in _ROW_COLUMNS if c in table.column_names]
+        rows = table.select(cols).to_pylist()
+        images = table.column("image").to_pylist() if "image" in table.column_names else [None] * len(rows)
+        for row, img in zip(rows, images, strict=True):
+            data.rows.append(row)
+            if row["status"] != "ok":
+                continue
+            if not img or not (img.get("bytes") or img.get("path")):
+                data.dropped_unsaved += not row["kept"]
+                continue
+            pools[(bool(row["kept"]), row["label"])].append(
+                Thumb(_rank(row["sample_id"]), row, img.get("bytes"), img.get("path"))
+            )
+        for pool in pools.values():  # keep memory bounded: only the best-ranked candidates survive
+            pool.sort(key=lambda t: t.rank)
+            del pool[per_sheet:]
+    for kept in (True, False):
+        by_label = {label: pool for (k, label), pool in sorted(pools.items()) if k == kept}
+        sheet = _balanced(by_label, per_sheet)
+        for t in sheet:
+            _make_thumb(store, t)
+        data.unreadable["kept" if kept else "dropped"] = sum(t.uri is None for t in sheet)
+        sheet = [t for t in sheet if t.uri is not None]
+        if kept:
+            data.kept_sheet = sheet
+        else:
+            data.dropped_sheet = sheet
+    return data
+
+
+def _balanced(by_label: dict[str, list[Thumb]], n: int) -> list[Thumb]:
+    """Up to `n` thumbs taken round-robin over labels (best rank first), grouped by label then id."""
+    picked: dict[str, list[Thumb]] = {label: [] for label in by_label}
+    queues = {label: list(pool) for label, pool in by_label.items()}
+    total = 0
+    while total < n and any(queues.values()):
+        for label in sorted(queues):
+            if queues[label] and total < n:
+                picked[label].append(queues[label].pop(0))
+                total += 1
+    return [t for label in sorted(picked) for t in sorted(picked[label], key=lambda t: t.row["sample_id"])]
+
+
+def _make_thumb(store: Store, thumb: Thumb) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        raw = thumb.data if thumb.data is not None else store.get(thumb.path or "")
+        with Image.open(io.BytesIO(raw)) as im:
+            im = im.convert("RGB")
+            im = im.resize((THUMB_SIDE, round(THUMB_SIDE * im.height / max(1, im.width))), Image.LANCZOS)
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=85)
+        thumb.uri = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    except (KeyError, OSError, ValueError, UnidentifiedImageError) as exc:
+        log.warning("report: cannot make a thumbnail of %s: %s", thumb.row["sample_id"], exc)
+    thumb.data = None  # the full PNG is no longer needed
