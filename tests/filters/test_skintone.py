@@ -157,3 +157,17 @@ def test_real_samples_lesion_is_left_out():
     lesion = segment_lesion(view).mask
     assert lesion.any()
     assert not (skin_mask(view) & lesion).any()
+
+
+def test_dermgen_filter_on_a_folder_writes_ita_and_skin_tone(tmp_path):
+    import pyarrow.parquet as pq
+
+    from dermgen.filters.standalone import filter_folder
+
+    out = tmp_path / "scores.parquet"
+    filter_folder(str(ASSETS), str(out), workers=1)
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == len(real_assets())
+    for r in rows:
+        assert r["skin_tone"] == skin_tone_of(r["ita"])
+        assert r["skin_tone"] in ("very_light", "light", "intermediate")
