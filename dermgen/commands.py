@@ -1,4 +1,4 @@
-"""Subcommands other than `generate`: filter, inspect, verify, report, preprocess."""
+"""Subcommands other than `generate`: filter, inspect, verify, report, card, preprocess."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from dermgen.errors import VerifyError
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from dermgen.shards import RUN_JSON, SUMMARY_JSON, read_rows
+    from dermgen.skintone import format_tone_table, skin_tone_summary
     from dermgen.store import open_store
     from dermgen.verify import _plan_from_run_json
 
@@ -70,6 +71,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         },
         "entries": {k: counts(per_entry[k], plan.targets.get(k, 0)) for k in plan.targets},
     }
+    out["skin_tone"] = skin_tone_summary(store, run.get("manifest") or {})
     if args.json:
         print(json.dumps(out, indent=2, sort_keys=True))
         return 0
@@ -94,6 +96,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if reasons:
         print()
         print("drop reasons: " + ", ".join(f"{k} {n:,d}" for k, n in reasons.most_common(10)))
+    if out["skin_tone"]["kept_by_label"]:
+        print()
+        print(format_tone_table(out["skin_tone"]))
     return 0
 
 
@@ -153,6 +158,13 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_card(args: argparse.Namespace) -> int:
+    from dermgen.card import write_card
+
+    print(write_card(args.uri, license=args.license))
+    return 0
+
+
 def register(sub) -> None:
     from dermgen.cli import _filter_override
 
@@ -204,6 +216,16 @@ def register(sub) -> None:
     p.add_argument("uri")
     p.add_argument("--output", default=None, help="folder for index.html (default: <uri>/report when local)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "card",
+        help="write (or refresh) README.md, the run's Hugging Face dataset card",
+        formatter_class=fmt,
+        epilog="example:\n  dermgen card outputs/derm-6k --license cc-by-4.0",
+    )
+    p.add_argument("uri")
+    p.add_argument("--license", default="other", help="license id for the card's header (default: other)")
+    p.set_defaults(func=cmd_card)
 
     p = sub.add_parser(
         "preprocess",
