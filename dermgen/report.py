@@ -50,6 +50,8 @@ _ROW_COLUMNS = (
     "kept",
     "drop_reasons",
     "scores",
+    "skin_tone",
+    "attempt_id",
     "created_at",
     "model_id",
     "model_hash",
@@ -90,6 +92,7 @@ class RunData:
     dropped_sheet: list[Thumb] = field(default_factory=list)
     dropped_unsaved: int = 0
     unreadable: dict[str, int] = field(default_factory=dict)  # "kept"/"dropped" -> sampled images unread
+    skin_tone_html: str = ""  # the skin-tone section (dermgen.skintone_report)
 
 
 def _rank(sample_id: str) -> str:
@@ -151,6 +154,9 @@ def load_run(store: Store, per_sheet: int = THUMBS_PER_SHEET) -> RunData:
             data.kept_sheet = sheet
         else:
             data.dropped_sheet = sheet
+    from dermgen.skintone_report import skin_tone_html
+
+    data.skin_tone_html = skin_tone_html(store, data.rows, run.get("manifest") or {})
     return data
 
 
@@ -644,6 +650,7 @@ def render_html(data: RunData) -> str:
         ("throughput", "Throughput", tp_html),
         ("kept-images", "Kept images", kept_html),
         ("dropped-images", "Dropped images", dropped_html),
+        ("skin-tone", "Skin tone", data.skin_tone_html or '<p class="note">Skin tone not measured.</p>'),
         ("provenance", "Provenance", _provenance(data)),
     ]
     nav = "".join(f'<a href="#{sid}">{_e(title)}</a>' for sid, title, _ in sections)
