@@ -91,6 +91,8 @@ def validate(config: GenerateConfig) -> tuple[Manifest, Plan, list[LoraSpec], st
         check_lora_compatible(path, model)
     if config.filter_overrides and config.filter == "none":
         raise ConfigError("--filter-override: thresholds given but --filter is none")
+    if config.filter == "none" and any(e.expect for e in manifest.entries):
+        log.warning("--filter none: skin tone is not measured, so the entries' expect is not enforced")
     if config.filter != "none":
         from dermgen.filters import FilterConfigError, resolve_overrides
 

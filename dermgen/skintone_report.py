@@ -83,7 +83,8 @@ def skin_tone_html(
     """The section's HTML; ``rows`` need sample_id, attempt_id, entry_id, label, status, kept, drop_reasons
     and skin_tone or scores (rows of runs made before skin tone was measured show as unmeasured)."""
     counts = tone_counts(rows)
-    if not counts["kept_by_label"] and not counts["dropped_skin_tone_by_entry"]:
+    measured = any(set(c) - {UNMEASURED} for c in counts["kept_by_label"].values())
+    if not measured and not counts["dropped_skin_tone_by_entry"]:
         return '<p class="note">No kept image yet, or skin tone was not measured (filter off).</p>'
     used = [g for g in (*SKIN_TONES, UNMEASURED) if any(g in c for c in counts["kept_by_entry"].values())]
     parts = [
@@ -146,7 +147,7 @@ def skin_tone_html(
     for r in rows:
         if r.get("status") == "ok" and r.get("kept") and r.get("attempt_id"):
             pools[tone_of_row(r)].append(r)
-    for group in used:
+    for group in (g for g in used if g != UNMEASURED):  # unmeasured images are on the kept sheet already
         pool = sorted(pools.get(group, []), key=lambda r: hashlib.sha256(r["sample_id"].encode()).hexdigest())
         figs = []
         for r in pool[:per_group]:
