@@ -76,9 +76,18 @@ def lab_to_srgb(lab: np.ndarray) -> np.ndarray:
 
 
 def _trimmed_mean(values: np.ndarray, trim: float = TRIM) -> float:
-    v = np.sort(values.ravel())
+    v = values.ravel()
     k = int(len(v) * trim)
-    return float(v[k : len(v) - k].mean()) if len(v) - 2 * k > 0 else float(v.mean())
+    if len(v) - 2 * k <= 0:
+        return float(v.mean())
+    part = np.partition(v, (k, len(v) - k - 1))
+    return float(part[k : len(v) - k].mean())
+
+
+def fast_lab(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB of sRGB uint8 via OpenCV's float path (same D65 sRGB formulas, float32; within 0.25 of
+    :func:`srgb_to_lab`), about 7x faster."""
+    return cv2.cvtColor(rgb.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_RGB2Lab)
 
 
 def skin_mask(view: ImageView) -> np.ndarray:
@@ -107,6 +116,6 @@ class SkinToneScorer(Scorer):
     names = ("ita",)
 
     def compute(self, view: ImageView) -> dict[str, float]:
-        lab = srgb_to_lab(view.small_rgb)
+        lab = fast_lab(view.small_rgb)
         mask = skin_mask(view)
         return {"ita": ita_degrees(_trimmed_mean(lab[..., 0][mask]), _trimmed_mean(lab[..., 2][mask]))}
