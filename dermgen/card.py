@@ -100,7 +100,13 @@ def build_card(
     if filt.get("spec") == "none":
         filter_text = "Off (`--filter none`): every rendered image was kept; no scores were computed."
     else:
-        on = {k: v for k, v in _thresholds(filt).items() if v is not None}
+        unused = {"clip"} | (set() if filt.get("reference_dir") else {"memorisation"})
+        clip_model = (run.get("config") or {}).get("clip_model")
+        on = {
+            k: v
+            for k, v in _thresholds(filt).items()
+            if v is not None and (k not in unused or clip_model and k == "clip")
+        }
         filter_text = (
             f"Profile `{filt.get('spec', 'default')}`"
             + (f" with overrides `{json.dumps(filt.get('overrides'))}`" if filt.get("overrides") else "")

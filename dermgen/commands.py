@@ -96,7 +96,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if reasons:
         print()
         print("drop reasons: " + ", ".join(f"{k} {n:,d}" for k, n in reasons.most_common(10)))
-    if out["skin_tone"]["kept_by_label"]:
+    if out["skin_tone"]["kept_by_label"] or out["skin_tone"]["dropped_skin_tone_by_entry"]:
         print()
         print(format_tone_table(out["skin_tone"]))
     return 0

@@ -92,3 +92,24 @@ def test_smart_transformations_expects_the_tones_its_prompts_name():
 def test_expect_is_part_of_the_manifest_hash():
     plain = manifest([entry("a")])
     assert manifest_hash(manifest([entry("a", expect=["dark"])])) != manifest_hash(plain)
+
+
+def test_distribution_without_label_counts_every_label():
+    entries = [entry("d", "benign", 30, ["dark"]), entry("m", "malignant", 70)]
+    m = manifest(entries, [{"skin_tone": ["dark"], "min_fraction": 0.3}])
+    assert m.distribution[0].label is None
+    with pytest.raises(ConfigError, match=r"distribution\[0\] \(all labels: dark >= 0.31\)"):
+        manifest(entries, [{"skin_tone": ["dark"], "min_fraction": 0.31}])
+
+
+def test_distribution_status_measures_kept_images_and_the_shortfall():
+    from dermgen.skintone import distribution_status, tone_counts
+
+    rows = [{"entry_id": "e", "label": "malignant", "status": "ok", "kept": True, "skin_tone": t} for t in
+            ["dark"] * 2 + ["light"] * 8]  # fmt: skip
+    m = manifest(
+        [entry("e", count=10, expect=["dark"])], [{"skin_tone": ["dark", "brown"], "min_fraction": 0.5}]
+    )
+    (d,) = distribution_status(m, tone_counts(rows))
+    assert (d["kept"], d["kept_inside"], d["fraction"], d["met"]) == (10, 2, 0.2, False)
+    assert d["shortfall"] == 6  # (2 + 6) / (10 + 6) = 0.5
