@@ -5,6 +5,7 @@
     inspect     summary of a run                                      (commands.InspectOptions)
     verify      check a run's integrity                               (commands.VerifyOptions)
     report      self-contained HTML report of a run                   (commands.ReportOptions)
+    card        write or refresh the run's dataset card (README.md)   (commands.CardOptions)
     preprocess  resize/crop and hair removal for fine-tuning          (commands.PreprocessOptions)
     train-lora  DreamBooth + LoRA fine-tuning                         (train.lora.LoraTrainConfig)
     merge-lora  bake LoRA adapters into one checkpoint                (train.merge.MergeLoraConfig)
@@ -53,6 +54,8 @@ exit status 0 whatever was kept.""",
   dermgen verify s3://bucket/derm-6k --json""",
     "report": """
   dermgen report outputs/derm-6k --output report/""",
+    "card": """
+  dermgen card outputs/derm-6k --license cc-by-4.0""",
     "preprocess": """
   dermgen preprocess isic/ isic-512/ --resolution 512""",
     "train-lora": """
@@ -240,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
          commands.cmd_inspect),
         ("verify", "check a run's integrity; exit 5 on any problem", commands.VerifyOptions, commands.cmd_verify),
         ("report", "write a self-contained HTML report of a run", commands.ReportOptions, commands.cmd_report),
+        ("card", "write or refresh README.md, the run's Hugging Face dataset card", commands.CardOptions,
+         commands.cmd_card),
     ):  # fmt: skip
         add_model_options(add(name, help, _options_of(model, body)), model, positional=["uri"])
     p = add(

@@ -1,5 +1,5 @@
 """Subcommands other than `generate`: filter, inspect, verify, report, preprocess, train-lora, merge-lora,
-validate. Each has a small pydantic model of its options (`dermgen.cli` derives the argparse options from
+validate, card. Each has a small pydantic model of its options (`dermgen.cli` derives the argparse options from
 it); a command receives the validated options."""
 
 from __future__ import annotations
@@ -45,6 +45,11 @@ class ReportOptions(_Options):
     output: str | None = Field(None, description="folder for index.html (default: <uri>/report when local)")
 
 
+class CardOptions(_Options):
+    uri: str = Field(description="run folder or s3://bucket/prefix")
+    license: str = Field("other", description="license id for the card's YAML header")
+
+
 class PreprocessOptions(_Options):
     input: str = Field(description="folder laid out <root>/<label>/* or a generation run")
     output: str = Field(description="output folder")
@@ -55,6 +60,7 @@ class PreprocessOptions(_Options):
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from dermgen.shards import RUN_JSON, SUMMARY_JSON, read_rows
+    from dermgen.skintone import format_tone_table, skin_tone_summary
     from dermgen.store import open_store
     from dermgen.verify import _plan_from_run_json
 
@@ -113,6 +119,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         },
         "entries": {k: counts(per_entry[k], plan.targets.get(k, 0)) for k in plan.targets},
     }
+    out["skin_tone"] = skin_tone_summary(store, run.get("manifest") or {})
     if args.json:
         print(json.dumps(out, indent=2, sort_keys=True))
         return 0
@@ -137,6 +144,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if reasons:
         print()
         print("drop reasons: " + ", ".join(f"{k} {n:,d}" for k, n in reasons.most_common(10)))
+    if out["skin_tone"]["kept_by_label"] or out["skin_tone"]["dropped_skin_tone_by_entry"]:
+        print()
+        print(format_tone_table(out["skin_tone"]))
     return 0
 
 
@@ -232,4 +242,12 @@ def cmd_validate(config) -> int:
     metrics = run_validation(config)
     print(render_table(metrics))
     print(f"wrote {Path(config.output) / 'metrics.json'}, table.md, curves.png")
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    """`dermgen card`: write (or refresh) README.md, the run's Hugging Face dataset card."""
+    from dermgen.card import write_card
+
+    print(write_card(args.uri, license=args.license))
     return 0

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dermgen.errors import ConfigError
 from dermgen.samplers import SAMPLER_NAMES
+from dermgen.skintone import SKIN_TONES
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MIN_SIZE, MAX_SIZE = 64, 2048
@@ -41,6 +42,48 @@ class StepsRange(BaseModel):
         return self
 
 
+def _known_tones(v: list[str]) -> list[str]:
+    for name in v:
+        if name not in SKIN_TONES:
+            raise ValueError(f"unknown skin tone group {name!r}, expected some of {', '.join(SKIN_TONES)}")
+    if len(set(v)) != len(v):
+        raise ValueError("skin tone groups must not repeat")
+    return v
+
+
+class Expect(BaseModel):
+    """What an entry's images must show, measured by the filter; images outside are dropped and topped up.
+
+    ``skin_tone``: the ITA groups allowed (:data:`dermgen.skintone.SKIN_TONES`), e.g. ``[brown, dark]``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    skin_tone: list[str] = Field(min_length=1)
+
+    @field_validator("skin_tone")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        return _known_tones(v)
+
+
+class SkinToneShare(BaseModel):
+    """A distribution target: at least ``min_fraction`` of the kept images of ``label`` (every label when
+    omitted) show one of the ``skin_tone`` groups. Planned from the entries' ``expect`` sets and counts."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: Literal["benign", "malignant"] | None = None
+    skin_tone: list[str] = Field(min_length=1)
+    min_fraction: float = Field(gt=0.0, le=1.0)
+
+    @field_validator("skin_tone")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        return _known_tones(v)
+
+    def describe(self) -> str:
+        return f"{self.label or 'all labels'}: {'+'.join(self.skin_tone)} >= {self.min_fraction:g}"
+
+
 class Entry(BaseModel):
     """One prompt and how many KEPT images of it the run must deliver."""
 
@@ -59,6 +102,7 @@ class Entry(BaseModel):
     loras: list[LoraRef] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     filter: dict[str, float | None] = Field(default_factory=dict)
+    expect: Expect | None = None
 
     @field_validator("id")
     @classmethod
@@ -145,6 +189,7 @@ class Manifest(BaseModel):
     description: str = ""
     model: str | None = None
     entries: list[Entry] = Field(min_length=1)
+    distribution: list[SkinToneShare] = Field(default_factory=list)
 
     @field_validator("entries")
     @classmethod
@@ -156,6 +201,23 @@ class Manifest(BaseModel):
             seen.add(e.id)
         return v
 
+    @model_validator(mode="after")
+    def _distribution_plannable(self) -> Manifest:
+        for i, share in enumerate(self.distribution):
+            total, sure, ids = planned_share(self.entries, share, {e.id: e.count for e in self.entries})
+            if total == 0:
+                raise ValueError(
+                    f"distribution[{i}] ({share.describe()}): the manifest has no {share.label} entry"
+                )
+            if sure / total < share.min_fraction:
+                raise ValueError(
+                    f"distribution[{i}] ({share.describe()}): the entries can only guarantee "
+                    f"{sure / total:.3f} ({sure} of {total} images from entries whose expect.skin_tone lies "
+                    f"within {'+'.join(share.skin_tone)}: {', '.join(ids) or 'none'}); "
+                    "add expect.skin_tone to more entries or raise their counts"
+                )
+        return self
+
     @property
     def total(self) -> int:
         return sum(e.count for e in self.entries)
@@ -165,6 +227,25 @@ class Manifest(BaseModel):
         for e in self.entries:
             out[e.label] = out.get(e.label, 0) + e.count
         return out
+
+
+def planned_share(
+    entries: list[Entry], share: SkinToneShare, targets: dict[str, int]
+) -> tuple[int, int, list[str]]:
+    """(images of the share's label, images guaranteed inside its groups, ids of those entries).
+
+    Only an entry whose ``expect.skin_tone`` lies within the share's groups guarantees anything: its kept
+    images are measured to be there. ``targets`` maps entry id -> planned kept count.
+    """
+    total, sure, ids = 0, 0, []
+    for e in entries:
+        if share.label is not None and e.label != share.label:
+            continue
+        total += targets.get(e.id, 0)
+        if e.expect and set(e.expect.skin_tone) <= set(share.skin_tone):
+            sure += targets.get(e.id, 0)
+            ids.append(e.id)
+    return total, sure, ids
 
 
 def _format_validation(source: str, exc: ValidationError) -> str:
@@ -180,6 +261,9 @@ def _format_validation(source: str, exc: ValidationError) -> str:
             msg = "unknown key"
         if err["type"] == "missing":
             lines.append(f"{source}: {loc}: missing required key")
+            continue
+        if not loc:  # a whole-manifest check: its message names the field itself
+            lines.append(f"{source}: {msg}")
             continue
         got = repr(err.get("input"))
         got = got if len(got) <= 80 else got[:77] + "..."
@@ -223,5 +307,14 @@ def load_manifest(path: str | Path) -> Manifest:
 
 
 def manifest_hash(manifest: Manifest) -> str:
-    """sha256 of the validated manifest's canonical JSON (formatting and comments do not matter)."""
-    return hashlib.sha256(manifest.model_dump_json().encode()).hexdigest()
+    """sha256 of the validated manifest's canonical JSON (formatting and comments do not matter).
+
+    Unset ``expect`` and ``distribution`` are left out, so manifests without them hash as they always did.
+    """
+    exclude: dict[str, Any] = {}
+    if not manifest.distribution:
+        exclude["distribution"] = True
+    unset = {i: {"expect"} for i, e in enumerate(manifest.entries) if e.expect is None}
+    if unset:
+        exclude["entries"] = unset
+    return hashlib.sha256(manifest.model_dump_json(exclude=exclude or None).encode()).hexdigest()

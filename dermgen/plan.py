@@ -35,6 +35,7 @@ class Sample:
     height: int
     loras: tuple[tuple[str, float], ...] = ()
     tags: tuple[str, ...] = ()
+    skin_tones: tuple[str, ...] = ()  # groups the image must show (the entry's expect); () = any
 
     @property
     def batch_key(self) -> tuple:
@@ -136,6 +137,7 @@ def make_sample(entry: Entry, index: int, run_seed: int, block: int, size: int |
         height=h,
         loras=tuple((lr.path, float(lr.scale)) for lr in entry.loras),
         tags=tuple(entry.tags),
+        skin_tones=tuple(entry.expect.skin_tone) if entry.expect else (),
     )
 
 

@@ -1,4 +1,5 @@
-"""PNG encoding with an A1111-style `parameters` text chunk, so image tools show how each image was made."""
+"""PNG encoding with an A1111-style `parameters` text chunk, so image tools show how each image was made,
+and an XMP packet that marks the image as AI-generated (IPTC digital source type) for metadata tools."""
 
 from __future__ import annotations
 
@@ -77,12 +78,44 @@ def parse_a1111_parameters(text: str) -> dict[str, str]:
     return out
 
 
+XMP_KEY = "XML:com.adobe.xmp"  # the iTXt keyword under which PNG carries an XMP packet
+DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+
+
+def xmp_packet(creator_tool: str | None = None) -> str:
+    """An XMP packet saying the image was made by a trained model (IPTC ``DigitalSourceType``) and by what.
+
+    ``xmp:CreatorTool`` is the generator with its version (``dermgen 0.1.0`` by default). The packet is
+    the same for every image, so PNG bytes stay reproducible.
+    """
+    tool = creator_tool or f"dermgen {__version__}"
+    tool = tool.replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;")
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/">\n'
+        ' <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\n'
+        '  <rdf:Description rdf:about=""\n'
+        '    xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"\n'
+        '    xmlns:xmp="http://ns.adobe.com/xap/1.0/"\n'
+        f'    Iptc4xmpExt:DigitalSourceType="{DIGITAL_SOURCE_TYPE}"\n'
+        f'    xmp:CreatorTool="{tool}"/>\n'
+        " </rdf:RDF>\n"
+        "</x:xmpmeta>\n"
+        '<?xpacket end="r"?>'
+    )
+
+
+_XMP = xmp_packet()
+
+
 def encode_png(
     image: np.ndarray, parameters: str, extra: dict[str, Any] | None = None, compress_level: int = 3
 ) -> bytes:
-    """Lossless PNG bytes of an HxWx3 uint8 image with the `parameters` chunk (and a `dermgen` JSON chunk)."""
+    """Lossless PNG bytes of an HxWx3 uint8 image with the `parameters` chunk (and a `dermgen` JSON chunk)
+    and the XMP packet of :func:`xmp_packet` (an uncompressed iTXt chunk, where XMP readers look)."""
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", parameters)
+    info.add_itxt(XMP_KEY, _XMP, zip=False)
     if extra:
         info.add_text("dermgen", json.dumps(extra, sort_keys=True))
     buf = io.BytesIO()

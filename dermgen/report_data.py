@@ -33,6 +33,8 @@ _ROW_COLUMNS = (
     "kept",
     "drop_reasons",
     "scores",
+    "skin_tone",
+    "attempt_id",
     "created_at",
     "model_id",
     "model_hash",
@@ -69,6 +71,7 @@ class RunData:
     dropped_sheet: list[Thumb] = field(default_factory=list)
     dropped_unsaved: int = 0
     unreadable: dict[str, int] = field(default_factory=dict)  # "kept"/"dropped" -> sampled images unread
+    skin_tone_html: str = ""  # the skin-tone section (dermgen.skintone_report)
 
 
 def _rank(sample_id: str) -> str:
@@ -130,6 +133,9 @@ def load_run(store: Store, per_sheet: int = THUMBS_PER_SHEET) -> RunData:
             data.kept_sheet = sheet
         else:
             data.dropped_sheet = sheet
+    from dermgen.skintone_report import skin_tone_html
+
+    data.skin_tone_html = skin_tone_html(store, data.rows, run.get("manifest") or {})
     return data
 
 

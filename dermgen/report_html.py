@@ -345,6 +345,7 @@ def render_html(data: RunData) -> str:
         ("throughput", "Throughput", tp_html),
         ("kept-images", "Kept images", kept_html),
         ("dropped-images", "Dropped images", dropped_html),
+        ("skin-tone", "Skin tone", data.skin_tone_html or '<p class="note">Skin tone not measured.</p>'),
         ("provenance", "Provenance", _provenance(data)),
     ]
     nav = "".join(f'<a href="#{sid}">{_e(title)}</a>' for sid, title, _ in sections)

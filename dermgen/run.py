@@ -91,6 +91,8 @@ def validate(config: GenerateConfig) -> tuple[Manifest, Plan, list[LoraSpec], st
         check_lora_compatible(path, model)
     if config.filter_overrides and config.filter == "none":
         raise ConfigError("--filter-override: thresholds given but --filter is none")
+    if config.filter == "none" and any(e.expect for e in manifest.entries):
+        log.warning("--filter none: skin tone is not measured, so the entries' expect is not enforced")
     if config.filter != "none":
         from dermgen.filters import FilterConfigError, resolve_overrides
 
@@ -242,6 +244,36 @@ def prepare_run(config: GenerateConfig) -> PreparedRun:
     return PreparedRun(config, manifest, plan, store, run_id, binding, opts, scheduler, len(committed))
 
 
+def _skin_tone_section(run: PreparedRun) -> dict[str, Any]:
+    """Kept images per label/entry x skin-tone group and the distribution targets (shortfalls logged)."""
+    from dermgen.skintone import skin_tone_summary
+
+    section = skin_tone_summary(run.store, run.manifest)
+    for d in section["distribution"]:
+        if not d["met"]:
+            log.warning(
+                "SKIN TONE SHORTFALL %s: %s kept %d of %d (%.3f < %g); %d more image(s) needed",
+                d["label"] or "all labels",
+                "+".join(d["skin_tone"]),
+                d["kept_inside"],
+                d["kept"],
+                d["fraction"],
+                d["min_fraction"],
+                d["shortfall"],
+            )
+    return section
+
+
+def _write_card(run: PreparedRun) -> None:
+    """README.md, the run's dataset card; a failure is logged, never fails the run."""
+    from dermgen.card import write_card
+
+    try:
+        write_card(run.store)
+    except Exception:  # noqa: BLE001 - the card is documentation; the shards are already committed
+        log.exception("could not write the dataset card of %s", run.store.uri)
+
+
 def finalize_run(run: PreparedRun, stats: dict[str, Any]) -> dict[str, Any]:
     """Sweep orphaned attempts and write summary.json; returns the summary."""
     orphans = sweep_orphans(run.store)
@@ -265,7 +297,9 @@ def finalize_run(run: PreparedRun, stats: dict[str, Any]) -> dict[str, Any]:
         "resumed_shards": run.resumed_shards,
         **stats,
     }
+    summary["skin_tone"] = _skin_tone_section(run)
     run.store.put(SUMMARY_JSON, json.dumps(summary, indent=2, sort_keys=True, default=str).encode())
+    _write_card(run)
     for entry_id in run.scheduler.shortfalls():
         e = entries[entry_id]
         log.warning(

@@ -61,6 +61,7 @@ _FIELDS = [
     pa.field("kept", pa.bool_(), nullable=False),
     pa.field("drop_reasons", pa.list_(pa.string())),
     pa.field("scores", SCORES_TYPE),
+    pa.field("skin_tone", pa.string()),  # group of scores.ita (dermgen.filters.skintone); null if unmeasured
     pa.field("timings", TIMINGS_TYPE),
     pa.field("actor", pa.string()),
     pa.field("node", pa.string()),

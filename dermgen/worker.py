@@ -26,6 +26,7 @@ from dermgen.plan import Sample, Shard, batches
 from dermgen.pngmeta import a1111_parameters, encode_png
 from dermgen.schema import empty_scores
 from dermgen.shards import commit_shard, image_key
+from dermgen.skintone import skin_tone_of
 from dermgen.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -316,7 +317,7 @@ class ShardWorker:
             t = time.perf_counter()
             kept, reasons, scores = True, [], empty_scores()
             if self.filter is not None:
-                res = self.filter.evaluate(img, overrides=entry_filter or None)
+                res = self.filter.evaluate(img, overrides=entry_filter or None, skin_tones=s.skin_tones)
                 kept, reasons = bool(res.kept), list(res.reasons)
                 scores.update(
                     {k: (None if v is None else float(v)) for k, v in res.scores.items() if k in scores}
@@ -327,6 +328,7 @@ class ShardWorker:
                 kept=kept,
                 drop_reasons=reasons,
                 scores=scores,
+                skin_tone=skin_tone_of(scores.get("ita")),
                 image_sha256=sha256_bytes(png),
                 timings={"generate_s": per_image, "encode_s": t_enc, "filter_s": t_flt},
             )
@@ -374,6 +376,7 @@ class ShardWorker:
             "kept": False,
             "drop_reasons": [],
             "scores": empty_scores(),
+            "skin_tone": None,
             "timings": None,
             "actor": self.actor,
             "node": self.node,

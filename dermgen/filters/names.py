@@ -17,4 +17,8 @@ SCORE_NAMES: tuple[str, ...] = (
     "duplicate",  # similarity to the closest earlier kept image of the run, 0..1
     "memorisation",  # similarity to the closest reference (fine-tuning) image, 0..1
     "clip",  # optional CLIP image-text similarity
+    "ita",  # skin tone: Individual Typology Angle of the skin around the lesion, degrees (-90..90)
 )
+
+# Scores judged by something other than a threshold: ``ita`` by the skin-tone groups an entry expects.
+UNBOUNDED_SCORES: tuple[str, ...] = ("ita",)

@@ -21,6 +21,8 @@ from dermgen.filters.names import SCORE_NAMES
 from dermgen.filters.rule import FilterConfig, FilterConfigError, apply_rule, resolve_overrides
 from dermgen.filters.ruler import RulerScorer
 from dermgen.filters.sharpness import BlurScorer
+from dermgen.filters.skintone import SkinToneScorer
+from dermgen.skintone import skin_tone_reasons
 
 __all__ = ["PRESETS", "FilterResult", "ImageFilter", "ScoredImage", "build_filter", "default_scorers"]
 
@@ -61,6 +63,7 @@ def default_scorers() -> list[Scorer]:
         RulerScorer(),
         LesionScorer(),
         OffDomainScorer(),
+        SkinToneScorer(),  # after LesionScorer: reuses its cached lesion mask
     ]
 
 
@@ -132,25 +135,39 @@ class ImageFilter:
         fp = fingerprint(view) if self.duplicates is not None else None
         return ScoredImage(scores, fp)
 
-    def decide(self, scored: ScoredImage, overrides: Mapping[str, Any] | None = None) -> FilterResult:
-        """Add the duplicate score (against the images kept so far), apply the rule, remember kept images."""
+    def decide(
+        self,
+        scored: ScoredImage,
+        overrides: Mapping[str, Any] | None = None,
+        skin_tones: Sequence[str] | None = None,
+    ) -> FilterResult:
+        """Add the duplicate score (against the images kept so far), apply the rule, remember kept images.
+
+        ``skin_tones``: the groups the image must show (a manifest entry's ``expect``); an image whose
+        ``ita`` falls in another group, or was not measured, is dropped with the reason ``skin_tone``.
+        """
         config = self.config_for(overrides)
         scores = dict(scored.scores)
         if not self.enabled:
             return FilterResult(True, [], scores)
         if self.duplicates is not None and scored.fingerprint is not None:
             scores["duplicate"] = self.duplicates.index.similarity(scored.fingerprint)
-        reasons = apply_rule(config, scores)
+        reasons = apply_rule(config, scores) + skin_tone_reasons(scores.get("ita"), skin_tones)
         kept = not reasons
         if kept and self.duplicates is not None and scored.fingerprint is not None:
             self.duplicates.add(scored.fingerprint)
         return FilterResult(kept, reasons, scores)
 
-    def evaluate(self, image: np.ndarray, overrides: Mapping[str, Any] | None = None) -> FilterResult:
-        """Score one HxWx3 uint8 RGB image and decide; ``overrides`` apply to this image only."""
+    def evaluate(
+        self,
+        image: np.ndarray,
+        overrides: Mapping[str, Any] | None = None,
+        skin_tones: Sequence[str] | None = None,
+    ) -> FilterResult:
+        """Score one HxWx3 uint8 RGB image and decide; ``overrides`` and ``skin_tones`` apply to it only."""
         if overrides:
             self.config_for(overrides)  # fail on a bad key before any work
-        return self.decide(self.score(image), overrides)
+        return self.decide(self.score(image), overrides, skin_tones)
 
     def reset(self) -> None:
         """Forget the run state (the images kept so far, used for duplicates)."""

@@ -1,8 +1,8 @@
 """Run the filter over a folder (or any stream of images) and write one Parquet row per image.
 
-Columns: ``path`` (relative to the input folder), ``kept``, ``drop_reasons`` (list<string>) and one
-float32 column per score name (null where not computed). Images that cannot be decoded get a row with
-``kept`` False and the drop reason ``unreadable``.
+Columns: ``path`` (relative to the input folder), ``kept``, ``drop_reasons`` (list<string>), one
+float32 column per score name (null where not computed) and ``skin_tone`` (the group of ``ita``).
+Images that cannot be decoded get a row with ``kept`` False and the drop reason ``unreadable``.
 
 Scoring runs in a process pool; the keep/drop decision (which needs the duplicate index) runs in the
 calling process in input order (sorted relative paths for folders), so results do not depend on the
@@ -29,6 +29,7 @@ from dermgen.filters.dedup import MemorisationScorer, iter_image_files, read_rgb
 from dermgen.filters.names import SCORE_NAMES
 from dermgen.filters.pipeline import FilterResult, ImageFilter, ScoredImage, build_filter
 from dermgen.filters.rule import FilterConfig
+from dermgen.skintone import skin_tone_of
 
 __all__ = ["OUTPUT_SCHEMA", "UNREADABLE", "filter_folder", "filter_images"]
 
@@ -42,6 +43,7 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field("kept", pa.bool_(), nullable=False),
         pa.field("drop_reasons", pa.list_(pa.string()), nullable=False),
         *[pa.field(name, pa.float32()) for name in SCORE_NAMES],
+        pa.field("skin_tone", pa.string()),  # the group of ``ita`` (dermgen.skintone)
     ]
 )
 
@@ -113,11 +115,13 @@ def _row(key: str, result: FilterResult | None) -> dict[str, Any]:
     if result is None:
         row: dict[str, Any] = {"path": key, "kept": False, "drop_reasons": [UNREADABLE]}
         row.update(dict.fromkeys(SCORE_NAMES))
+        row["skin_tone"] = None
         return row
     row = {"path": key, "kept": result.kept, "drop_reasons": list(result.reasons)}
     for name in SCORE_NAMES:
         v = result.scores.get(name)
         row[name] = None if v is None else float(v)
+    row["skin_tone"] = skin_tone_of(row.get("ita"))
     return row
 
 

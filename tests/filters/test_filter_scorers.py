@@ -12,6 +12,7 @@ from dermgen.filters.dedup import DuplicateScorer, FingerprintIndex, Memorisatio
 from dermgen.filters.domain import OffDomainScorer
 from dermgen.filters.hair import HairScorer
 from dermgen.filters.lesion import LesionScorer
+from dermgen.filters.names import UNBOUNDED_SCORES
 from dermgen.filters.pipeline import default_scorers
 from dermgen.filters.ruler import RulerScorer
 from dermgen.filters.sharpness import BlurScorer
@@ -23,10 +24,14 @@ def test_default_scorers_follow_the_protocol(small_image):
     seen = set()
     for scorer in default_scorers():
         assert isinstance(scorer, Scorer)
-        assert scorer.__doc__ and "0..1" in scorer.__doc__, type(scorer).__name__
         out = scorer.compute(view)
         assert set(out) == set(scorer.names)
-        assert all(0.0 <= v <= 1.0 for v in out.values()), out
+        if set(scorer.names) <= set(UNBOUNDED_SCORES):  # ita: an angle in degrees, judged by its group
+            assert scorer.__doc__ and "-90..90" in scorer.__doc__, type(scorer).__name__
+            assert all(-90.0 <= v <= 90.0 for v in out.values()), out
+        else:
+            assert scorer.__doc__ and "0..1" in scorer.__doc__, type(scorer).__name__
+            assert all(0.0 <= v <= 1.0 for v in out.values()), out
         single = scorer.score(small_image)
         assert isinstance(single, dict) if len(scorer.names) > 1 else isinstance(single, float)
         seen.update(scorer.names)

@@ -39,7 +39,7 @@ def test_filter_folder_writes_one_row_per_image(folder, tmp_path, workers):
     assert summary["images"] == 6 and summary["unreadable"] == 1
     table = pq.read_table(out)
     assert table.schema.equals(OUTPUT_SCHEMA)
-    assert table.column_names == ["path", "kept", "drop_reasons", *SCORE_NAMES]
+    assert table.column_names == ["path", "kept", "drop_reasons", *SCORE_NAMES, "skin_tone"]
     rows = {r["path"]: r for r in table.to_pylist()}
     assert list(rows) == sorted(rows)  # sorted relative paths
     assert rows["a_clean.png"]["kept"] and rows["b/clean_large.jpg"]["kept"]
