@@ -24,7 +24,7 @@ def _ramp(value: float, start: float, full: float) -> float:
 
 def off_domain_parts(view: ImageView) -> dict[str, float]:
     """The four 0..1 parts whose maximum is ``off_domain``: flat, colour, noise, scalp."""
-    lab = view.small_lab
+    lab = view.analysis_lab
     lum, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
     lo, hi = np.percentile(lum, (1, 99))
     # skin, lesions (brown, black, red, blue-grey) and lavender/pink lighting fall inside this gamut;
