@@ -115,12 +115,12 @@ def scribbles(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     colour = _colour(rng)
     width = _width(rng, side, 0.012, 0.03)
     strokes, dots = [], []
-    for _ in range(int(rng.integers(4, 9))):
+    for _ in range(int(rng.integers(6, 12))):
         a = rng.uniform(0, 2 * np.pi)
         d = r * rng.uniform(1.2, 2.4)
         px, py = cx + d * np.cos(a), cy + d * np.sin(a)
         direction = rng.uniform(0, np.pi)
-        for k in range(int(rng.integers(2, 6))):  # a little bundle of parallel strokes
+        for k in range(int(rng.integers(3, 7))):  # a little bundle of parallel strokes
             ln = rng.uniform(0.06, 0.16) * side
             off = k * width * 2.2
             ox, oy = px + off * np.cos(direction + np.pi / 2), py + off * np.sin(direction + np.pi / 2)

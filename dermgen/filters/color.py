@@ -49,9 +49,9 @@ class InkScorer(Scorer):
     """Fraction of the frame (0..1) covered by surgical-marker ink (see :func:`ink_mask`).
 
     Measured at the analysis size (128 px), so the same frame scores the same at any resolution.
-    Kept samples, including blue-grey veils and lavender-lit frames, score <= 0.01 (a couple of small
-    ink dots < 0.01); the study's discarded frames with broad violet strokes, circles or hatching around
-    the lesion score 0.08..0.25.
+    Kept samples, including blue-grey veils and lavender-lit frames, score <= 0.01, a kept frame with a
+    few marker specks 0.022 (a couple of small ink dots add < 0.002); the study's discarded frames with
+    broad violet strokes, circles or hatching around the lesion score 0.08..0.25.
     """
 
     names = ("ink",)

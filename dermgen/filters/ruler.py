@@ -39,7 +39,8 @@ class RulerScorer(Scorer):
     side (Canny + probabilistic Hough at 128 px), divided by twice the side, capped at 1.
 
     Skin and lesions have no long straight edges, and the small scale bars of kept samples are
-    shorter than half the side, so kept samples score 0. A ruler strip across the frame has two long
+    shorter than half the side, so kept samples score 0 at 512 px (<= 0.53 at other sizes, where
+    a streak inside a lesion may pass for a line). A ruler strip across the frame has two long
     edges plus tick rows: 0.3..1.
     """
 
