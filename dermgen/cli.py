@@ -26,6 +26,12 @@ GENERATE_EXAMPLES = """examples:
 """
 
 
+def _filter_spec(text: str) -> str:
+    if text in ("default", "none") or text.lower().endswith((".yaml", ".yml")):
+        return text
+    raise argparse.ArgumentTypeError(f"expected default, none or a filter profile *.yaml file, got {text!r}")
+
+
 def _filter_override(text: str) -> tuple[str, float | None]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -71,7 +77,11 @@ def add_generate_args(
         "--size", type=int, default=None, help="override every entry's size (square, multiple of 8)"
     )
     p.add_argument(
-        "--filter", choices=["none", "default"], default="default", help="noise filter (default: %(default)s)"
+        "--filter",
+        default="default",
+        type=_filter_spec,
+        metavar="{default,none,PROFILE.yaml}",
+        help="noise filter: a preset or a profile from `dermgen filter calibrate` (default: %(default)s)",
     )
     p.add_argument(
         "--filter-override",
@@ -253,6 +263,11 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["filter", "calibrate"]:  # `dermgen filter calibrate LABELS.json --output profile.yaml`
+        from dermgen.filters.calibrate import main as calibrate_main
+
+        return calibrate_main(argv[2:])
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)

@@ -25,7 +25,7 @@ class GenerateConfig(BaseModel):
     output: str = "outputs/derm-6k"
     limit: int | None = Field(None, gt=0)
     size: int | None = None
-    filter: Literal["none", "default"] = "default"
+    filter: str = "default"  # "default", "none" or a profile YAML from `dermgen filter calibrate`
     filter_overrides: dict[str, float | None] = Field(default_factory=dict)
     reference_dir: str | None = None
     clip_model: str | None = None
@@ -54,6 +54,18 @@ class GenerateConfig(BaseModel):
         if v is not None and (v < 64 or v > 2048 or v % 8):
             raise ValueError("must be a multiple of 8 between 64 and 2048")
         return v
+
+    @field_validator("filter")
+    @classmethod
+    def _filter(cls, v: str) -> str:
+        if v in ("none", "default"):
+            return v
+        from dermgen.filters.calibrate import is_profile_path, load_profile
+
+        if not is_profile_path(v):
+            raise ValueError(f"expected 'default', 'none' or a filter profile *.yaml file, got {v!r}")
+        load_profile(v)  # fail now, naming the file and the problem, not in a worker
+        return str(Path(v).resolve())
 
     @field_validator("cuda_graphs")
     @classmethod
