@@ -59,7 +59,9 @@ INK_CATEGORIES = ("ink_band", "ink_loops", "ink_scribbles", "synthetic_ink")
 
 
 def default_samples() -> Path:
-    return ROOT.parent / "shared" / "data" / "derm-t2im-samples"
+    """The 120 kept samples next to the repository, else the ten re-encoded ones in tests/assets."""
+    shared = ROOT.parent / "shared" / "data" / "derm-t2im-samples"
+    return shared if shared.is_dir() else ROOT / "tests" / "assets" / "filter2"
 
 
 def default_discarded() -> Path:
@@ -169,13 +171,8 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = iter_image_files(args.samples)
     cal_paths, test_paths = noise.split_samples(paths)
-    if args.quick:
-        cal_paths = [p for p in cal_paths if p.parent.name == "benign"][:2] + [
-            p for p in cal_paths if p.parent.name == "malignant"
-        ][:2]
-        test_paths = [p for p in test_paths if p.parent.name == "benign"][:2] + [
-            p for p in test_paths if p.parent.name == "malignant"
-        ][:2]
+    if args.quick:  # two of each end of each split (benign first, malignant last when both exist)
+        cal_paths, test_paths = cal_paths[:2] + cal_paths[-2:], test_paths[:2] + test_paths[-2:]
     root = Path(args.samples)
 
     def load(ps: Sequence[Path]) -> list[tuple[str, np.ndarray]]:
