@@ -79,13 +79,24 @@ then: dermgen generate --lora adapters/isic/pytorch_lora_weights.safetensors:0.8
 # ------------------------------------------------------------------------------------------------ generate
 
 
+def _filter_spec(text: str) -> str:
+    """`--filter`: refused by argparse unless a preset or a *.yaml profile (the model checks the file)."""
+    if text in ("default", "none") or text.lower().endswith((".yaml", ".yml")):
+        return text
+    raise argparse.ArgumentTypeError(f"expected default, none or a filter profile *.yaml file, got {text!r}")
+
+
 def add_generate_args(p: argparse.ArgumentParser) -> None:
     """The options of `generate`: every GenerateConfig field, plus `--filter-override` and `--no-ray`."""
     add_model_options(
         p,
         GenerateConfig,
         exclude={"filter_overrides"},
-        options={"lora": {"metavar": "PATH[:SCALE]"}, "reference_dir": {"flags": ["--reference"]}},
+        options={
+            "lora": {"metavar": "PATH[:SCALE]"},
+            "reference_dir": {"flags": ["--reference"]},
+            "filter": {"metavar": "{default,none,PROFILE.yaml}", "type": _filter_spec},
+        },
     )
     p.add_argument(
         "--filter-override",
@@ -283,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`dermgen ...`: returns the exit code (see EXIT_CODES in dermgen.errors)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["filter", "calibrate"]:  # `dermgen filter calibrate LABELS.json --output profile.yaml`
+        from dermgen.filters.calibrate import build_parser as calibrate_parser
+
+        parser = calibrate_parser()
+        add_verbose(parser, top=True)
+        return run_command(parser, argv[2:])
     return run_command(build_parser(), argv)
 
 

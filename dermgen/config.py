@@ -32,7 +32,10 @@ class GenerateConfig(BaseModel):
     output: str = Field("outputs/derm-6k", description="local folder or s3://bucket/prefix")
     limit: int | None = Field(None, gt=0, description="shrink the manifest to N kept images, proportionally")
     size: int | None = Field(None, description="override every entry's size (square, multiple of 8)")
-    filter: Literal["none", "default"] = Field("default", description="noise filter")
+    filter: str = Field(
+        "default",
+        description="noise filter: default, none, or a profile YAML from `dermgen filter calibrate`",
+    )
     filter_overrides: dict[str, float | None] = Field(
         default_factory=dict, description="filter thresholds replaced for the whole run (None: rule off)"
     )
@@ -80,6 +83,18 @@ class GenerateConfig(BaseModel):
         if v is not None and (v < 64 or v > 2048 or v % 8):
             raise ValueError("must be a multiple of 8 between 64 and 2048")
         return v
+
+    @field_validator("filter")
+    @classmethod
+    def _filter(cls, v: str) -> str:
+        if v in ("none", "default"):
+            return v
+        from dermgen.filters.calibrate import is_profile_path, load_profile
+
+        if not is_profile_path(v):
+            raise ValueError(f"expected 'default', 'none' or a filter profile *.yaml file, got {v!r}")
+        load_profile(v)  # fail now, naming the file and the problem, not in a worker
+        return str(Path(v).resolve())
 
     @field_validator("cuda_graphs")
     @classmethod

@@ -17,6 +17,7 @@ CASES = {
     "loader_throughput.py": set(),
     "filter_throughput.py": set(),
     "filter_calibration.py": set(),
+    "filter_resolution.py": {"sizes", "splits"},
     "gpu_throughput.py": {"plain_diffusers_fp16_batch1", "dermgen_actor_path", "speedup"},
 }
 TAKE_SAMPLES = {"loader_throughput.py", "filter_throughput.py", "filter_calibration.py"}

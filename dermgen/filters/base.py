@@ -1,8 +1,11 @@
 """The scorer base class and the shared, lazily computed views of one image.
 
-A :class:`Scorer` turns one image into one or more named scores (floats, most in 0..1). Scorers
-work on downscaled copies (:data:`WORK_SIDE` for fine structure, :data:`SMALL_SIDE` for colour and
-shape statistics), computed once per image by :class:`ImageView` and shared by all scorers.
+A :class:`Scorer` turns one image into one or more named scores (floats, most in 0..1). The default
+scorers all measure on one copy resampled to a fixed analysis size (:data:`ANALYSIS_SIDE` px on the
+longer side, downscaled or upscaled), so that the same image at 112, 512 or 768 px, or upscaled from
+112 to 512, gives the same scores and the same decision. Fixed-size copies are computed once per image
+by :class:`ImageView` and shared by all scorers. The ``work_*`` and ``small_*`` copies (never upscaled)
+are kept for the fingerprints of the duplicate and memorisation checks.
 """
 
 from __future__ import annotations
@@ -14,8 +17,24 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-__all__ = ["SMALL_SIDE", "WORK_SIDE", "ImageView", "Scorer", "as_view", "check_image"]
+__all__ = [
+    "ANALYSIS_SIDE",
+    "FINE_SIDE",
+    "SMALL_SIDE",
+    "WORK_SIDE",
+    "ImageView",
+    "Scorer",
+    "as_view",
+    "check_image",
+]
 
+# Longer side of the copy every default scorer measures on. 128 px is just above the smallest images
+# the filter must judge (112 px crops), so those lose nothing, and a 512 px image downscaled to it
+# keeps every structure a person drops an image for (strokes, hair, rulers, casts, framing).
+ANALYSIS_SIDE = 128
+# Longer side of the copy the blur score measures on: fine enough to see a Gaussian blur of 4 px at
+# 512 px, coarse enough that a 112 px image upscaled to it still counts as sharp.
+FINE_SIDE = 256
 WORK_SIDE = 256  # longer side of the copy used for fine structure (edges, hair, ink, rulers)
 SMALL_SIDE = 128  # longer side of the copy used for colour, exposure and lesion shape
 MIN_SIDE = 8
@@ -54,10 +73,23 @@ def _downscale(image: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
+def _resample(image: np.ndarray, side: int) -> np.ndarray:
+    """``image`` resized so its longer side is ``side`` (area averaging down, bicubic up)."""
+    h, w = image.shape[:2]
+    if max(h, w) == side:
+        return image
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    return cv2.resize(image, size, interpolation=interp)
+
+
 class ImageView:
     """One image and its derived copies, each computed on first use and then cached.
 
-    ``rgb`` is the original; ``work_*`` are at most :data:`WORK_SIDE` px on the longer side, ``small_*``
+    ``rgb`` is the original; ``analysis_*`` are resampled to exactly :data:`ANALYSIS_SIDE` px on the
+    longer side (what every default scorer measures on), ``fine_rgb`` to :data:`FINE_SIDE` (blur);
+    ``work_*`` are at most :data:`WORK_SIDE` px on the longer side, ``small_*``
     at most :data:`SMALL_SIDE` px (images are never upscaled). Lab arrays are float32 with L in 0..255
     and a, b signed (OpenCV's 8-bit Lab with 128 subtracted).
     """
@@ -65,6 +97,24 @@ class ImageView:
     def __init__(self, image: np.ndarray) -> None:
         self.rgb = check_image(image)
         self.cache: dict[str, Any] = {}  # scorers may store shared intermediate results here
+
+    @cached_property
+    def analysis_rgb(self) -> np.ndarray:
+        return _resample(self.rgb, ANALYSIS_SIDE)
+
+    @cached_property
+    def analysis_gray(self) -> np.ndarray:
+        return cv2.cvtColor(self.analysis_rgb, cv2.COLOR_RGB2GRAY)
+
+    @cached_property
+    def analysis_lab(self) -> np.ndarray:
+        lab = cv2.cvtColor(self.analysis_rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
+        lab[..., 1:] -= 128.0
+        return lab
+
+    @cached_property
+    def fine_rgb(self) -> np.ndarray:
+        return _resample(self.rgb, FINE_SIDE)
 
     @cached_property
     def work_rgb(self) -> np.ndarray:

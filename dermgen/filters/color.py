@@ -5,42 +5,59 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from dermgen.filters.base import WORK_SIDE, ImageView, Scorer
+from dermgen.filters.base import ANALYSIS_SIDE, ImageView, Scorer
 
-__all__ = ["ClippedScorer", "ContrastScorer", "InkScorer", "TintScorer"]
+__all__ = ["ClippedScorer", "ContrastScorer", "InkScorer", "TintScorer", "ink_mask"]
 
-_INK_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (17, 17))
-INK_TOPHAT = 20.0  # how much bluer than its 17 px neighbourhood a pixel must be (Lab units)
-INK_MIN_BLUE = 25.0  # and how blue in absolute terms: b* < -25
-INK_MIN_COMPONENT = 40  # connected strokes only (px at 256 px): lone specks of blue texture do not count
+INK_MIN_CHROMA = 34.0  # Lab chroma sqrt(a*^2 + b*^2): marker ink is saturated (kept skin and veils < 34)
+INK_HUE = (-100.0, -20.0)  # Lab hue angle in degrees: blue (-100) through violet to purple (-20)
+INK_MIN_CONTRAST = 25.0  # b* at least this far below the frame's median b*: bluer than the skin around
+INK_MIN_COMPONENT = 6  # px at 128 px: lone specks of blue texture do not count
+
+
+def ink_mask(view: ImageView) -> np.ndarray:
+    """Boolean mask (at analysis size) of marker-ink pixels; cached on the view.
+
+    A pixel is ink when its colour is a saturated blue, violet or purple (Lab chroma >= 34, hue between
+    -100 and -20 degrees), it is much bluer than the frame as a whole (b* at least 25 below the median
+    b*, so a lavender-lit frame is not ink), and it lies in a connected patch of at least 6 px at
+    128 px. Colour alone, no stroke width: broad marker bands, circles, hatching and dots all count.
+    """
+    if "ink_mask" in view.cache:
+        return view.cache["ink_mask"]
+    lab = view.analysis_lab
+    a, b = lab[..., 1], lab[..., 2]
+    chroma = cv2.magnitude(a, b)
+    hue = np.degrees(np.arctan2(b, a))
+    mask = (
+        (chroma >= INK_MIN_CHROMA)
+        & (hue >= INK_HUE[0])
+        & (hue <= INK_HUE[1])
+        & (b < float(np.median(b)) - INK_MIN_CONTRAST)
+    )
+    if mask.any():
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        scale = (max(mask.shape) / ANALYSIS_SIDE) ** 2
+        big = stats[:, cv2.CC_STAT_AREA] >= INK_MIN_COMPONENT * scale
+        big[0] = False
+        mask = big[labels]
+    view.cache["ink_mask"] = mask
+    return mask
 
 
 class InkScorer(Scorer):
-    """Fraction of the frame (0..1) covered by surgical-marker ink strokes.
+    """Fraction of the frame (0..1) covered by surgical-marker ink (see :func:`ink_mask`).
 
-    A pixel is ink when it is strongly blue/violet (Lab b* < -25) and much bluer than its
-    neighbourhood (white top-hat of a blueness channel, 17 px at 256 px, > 20), and it belongs to a
-    connected stroke of at least 40 px (at 256 px). Diffuse blue-grey lesions and lavender skin are
-    not thin, locally bluer structures, so they score ~0; a couple of small ink dots score < 0.005;
-    thick marker circles around a lesion score 0.04..0.15.
+    Measured at the analysis size (128 px), so the same frame scores the same at any resolution.
+    Kept samples, including blue-grey veils and lavender-lit frames, score <= 0.01, a kept frame with a
+    few marker specks 0.022 (a couple of small ink dots add < 0.002); the study's discarded frames with
+    broad violet strokes, circles or hatching around the lesion score 0.08..0.25.
     """
 
     names = ("ink",)
 
     def compute(self, view: ImageView) -> dict[str, float]:
-        lab = view.work_lab
-        a, b = lab[..., 1], lab[..., 2]
-        if not (b < -INK_MIN_BLUE).any():
-            return {"ink": 0.0}
-        blue = np.clip(-b + 0.3 * np.clip(a, 0, None), 0, 255).astype(np.uint8)
-        tophat = cv2.morphologyEx(blue, cv2.MORPH_TOPHAT, _INK_KERNEL)
-        mask = ((tophat > INK_TOPHAT) & (b < -INK_MIN_BLUE)).astype(np.uint8)
-        if not mask.any():
-            return {"ink": 0.0}
-        _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        areas = stats[1:, cv2.CC_STAT_AREA]
-        scale = (max(mask.shape) / WORK_SIDE) ** 2
-        return {"ink": float(areas[areas >= INK_MIN_COMPONENT * scale].sum() / mask.size)}
+        return {"ink": float(ink_mask(view).mean())}
 
 
 # Mean and covariance of the per-image median (a*, b*) of the calibration split of the kept samples
@@ -48,14 +65,21 @@ class InkScorer(Scorer):
 TINT_MEAN = np.array([18.117, 4.267], dtype=np.float64)
 TINT_COV = np.array([[130.71, 64.09], [64.09, 191.96]], dtype=np.float64)
 TINT_SCALE = 10.0  # tint = Mahalanobis distance / 10, capped at 1
+COOL_MIN_CHROMA = 15.0  # a blue/cyan pixel: Lab chroma above this ...
+COOL_HUE = (-150.0, -60.0)  # ... and hue between cyan (-150 degrees) and blue (-60)
+COOL_SCALE = 0.6  # cool part = fraction of blue/cyan pixels / 0.6 (kept <= 0.135 -> 0.23; 0.16 -> 0.26)
 
 
 class TintScorer(Scorer):
-    """Colour-cast strength, 0..1: Mahalanobis distance / 10 of the image's median (a*, b*).
+    """Colour-cast strength, 0..1: the larger of two parts, each 0..1.
 
-    The distance is measured against the distribution of median colours of kept samples (pink,
-    red, beige, lavender skin; :data:`TINT_MEAN`, :data:`TINT_COV`). Kept samples score <= 0.3;
-    green, blue, cyan, yellow or hot-magenta casts score 0.3..1.
+    - the Mahalanobis distance / 10 of the image's median (a*, b*), against the distribution of
+      median colours of kept samples (pink, red, beige, lavender skin; :data:`TINT_MEAN`,
+      :data:`TINT_COV`): green, blue, cyan, yellow or hot-magenta casts over the whole frame;
+    - the fraction of blue/cyan pixels (chroma > 15, hue -150..-60 degrees) / 0.6: a blue or cyan
+      cast over the lesion and part of the frame, which leaves the median colour alone.
+
+    Kept samples score <= 0.24 (blue-grey veils included); extreme casts 0.26..1.
     """
 
     names = ("tint",)
@@ -65,13 +89,17 @@ class TintScorer(Scorer):
         self.inv_cov = np.linalg.inv(np.asarray(cov, dtype=np.float64))
 
     def median_ab(self, view: ImageView) -> np.ndarray:
-        lab = view.small_lab
+        lab = view.analysis_lab
         return np.array([np.median(lab[..., 1]), np.median(lab[..., 2])], dtype=np.float64)
 
     def compute(self, view: ImageView) -> dict[str, float]:
         d = self.median_ab(view) - self.mean
         dist = float(np.sqrt(d @ self.inv_cov @ d))
-        return {"tint": min(1.0, dist / TINT_SCALE)}
+        lab = view.analysis_lab
+        a, b = lab[..., 1], lab[..., 2]
+        hue = np.degrees(np.arctan2(b, a))
+        cool = (cv2.magnitude(a, b) > COOL_MIN_CHROMA) & (hue >= COOL_HUE[0]) & (hue <= COOL_HUE[1])
+        return {"tint": min(1.0, max(dist / TINT_SCALE, float(cool.mean()) / COOL_SCALE))}
 
 
 class ContrastScorer(Scorer):
@@ -84,7 +112,7 @@ class ContrastScorer(Scorer):
     names = ("contrast",)
 
     def compute(self, view: ImageView) -> dict[str, float]:
-        lum = view.small_lab[..., 0]
+        lum = view.analysis_lab[..., 0]
         lo, hi = np.percentile(lum, (1, 99))
         return {"contrast": float((hi - lo) / 255.0)}
 
@@ -103,5 +131,5 @@ class ClippedScorer(Scorer):
     names = ("clipped",)
 
     def compute(self, view: ImageView) -> dict[str, float]:
-        g = view.small_gray
+        g = view.analysis_gray
         return {"clipped": float(((g >= CLIP_HIGH) | (g <= CLIP_LOW)).mean())}

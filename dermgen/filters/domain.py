@@ -15,7 +15,7 @@ __all__ = ["OffDomainScorer", "off_domain_parts"]
 FLAT_RAMP = (0.05, 0.02)  # luminance p99 - p1: kept samples >= 0.35; blank frames < 0.015
 COLOUR_RAMP = (0.6, 0.9)  # fraction of pixels outside the skin/lesion gamut: kept <= 0.55
 NOISE_RAMP = (10.0, 14.0)  # mean high-pass |a*| + |b*| (colour speckle): kept <= 4, dense hair <= 10
-SCALP_RAMP = (0.3, 0.45)  # hair mask fraction: kept <= 0.05, heavy hair <= 0.26, dense scalp >= 0.4
+SCALP_RAMP = (0.3, 0.45)  # hair mask fraction (128 px): kept <= 0.11, heavy hair <= 0.30, dense scalp >= 0.45
 
 
 def _ramp(value: float, start: float, full: float) -> float:
@@ -24,7 +24,7 @@ def _ramp(value: float, start: float, full: float) -> float:
 
 def off_domain_parts(view: ImageView) -> dict[str, float]:
     """The four 0..1 parts whose maximum is ``off_domain``: flat, colour, noise, scalp."""
-    lab = view.small_lab
+    lab = view.analysis_lab
     lum, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
     lo, hi = np.percentile(lum, (1, 99))
     # skin, lesions (brown, black, red, blue-grey) and lavender/pink lighting fall inside this gamut;

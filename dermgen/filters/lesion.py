@@ -18,7 +18,7 @@ INNER_RADIUS = 0.35  # components touching the frame are judged by what they hav
 
 @dataclass(frozen=True)
 class Segmentation:
-    """The lesion mask (at small size), its area fraction and centroid offset from the centre."""
+    """The lesion mask (at analysis size), its area fraction and centroid offset from the centre."""
 
     mask: np.ndarray
     area: float
@@ -26,7 +26,7 @@ class Segmentation:
 
 
 def segment_lesion(view: ImageView) -> Segmentation:
-    """Segment the lesion on the small copy; cached on the view.
+    """Segment the lesion on the analysis copy; cached on the view.
 
     Luminance is smoothed (Gaussian, sigma 2% of the side), thresholded with Otsu, and among the
     dark connected components the one with the most pixels inside the central disc (radius half the
@@ -36,7 +36,7 @@ def segment_lesion(view: ImageView) -> Segmentation:
     """
     if "lesion" in view.cache:
         return view.cache["lesion"]
-    lum = view.small_lab[..., 0]
+    lum = view.analysis_lab[..., 0]
     h, w = lum.shape
     side = min(h, w)
     smooth = cv2.GaussianBlur(lum, (0, 0), max(0.8, 0.02 * side))

@@ -189,19 +189,26 @@ def build_filter(
 ) -> ImageFilter:
     """Build a filter.
 
-    ``preset``: "default" (all default scorers and thresholds) or "none" (keeps everything, computes
-    nothing, every score None). ``overrides``: key -> bound or None (see :func:`resolve_overrides`).
+    ``preset``: "default" (all default scorers and thresholds), "none" (keeps everything, computes
+    nothing, every score None), or the path of a profile YAML (``*.yaml`` / ``*.yml``, written by
+    ``dermgen filter calibrate``): the default scorers with the profile's thresholds. ``overrides``: key -> bound or None (see :func:`resolve_overrides`).
     ``reference_dir``: folder of reference (fine-tuning) images for the memorisation check.
     ``clip_model``: local transformers CLIP model directory for the optional ``clip`` score.
     ``config``: a full FilterConfig (or mapping of its fields) instead of the default thresholds.
     """
-    if preset not in PRESETS:
-        raise FilterConfigError(f"unknown filter preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    from dermgen.filters.calibrate import is_profile_path, load_profile
+
+    if preset not in PRESETS and not is_profile_path(preset):
+        raise FilterConfigError(
+            f"unknown filter preset {preset!r}; expected one of {', '.join(PRESETS)} or a profile *.yaml file"
+        )
     if preset == "none":
         if overrides:
             resolve_overrides(overrides)  # still reject bad keys
         return ImageFilter(FilterConfig.disabled(), enabled=False)
-    if config is None:
+    if config is None and preset != "default":
+        base = load_profile(preset)
+    elif config is None:
         base = FilterConfig()
     elif isinstance(config, FilterConfig):
         base = config

@@ -91,13 +91,13 @@ def fast_lab(rgb: np.ndarray) -> np.ndarray:
 
 
 def skin_mask(view: ImageView) -> np.ndarray:
-    """Pixels of the small copy that are skin: outside the dilated lesion mask, not clipped."""
+    """Pixels of the analysis copy that are skin: outside the dilated lesion mask, not clipped."""
     lesion = segment_lesion(view).mask
     h, w = lesion.shape
     r = max(1, round(DILATE_FRACTION * min(h, w)))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     grown = cv2.dilate(lesion.astype(np.uint8), kernel) > 0
-    gray = view.small_gray
+    gray = view.analysis_gray
     unclipped = (gray > CLIP_LOW) & (gray < CLIP_HIGH)
     mask = unclipped & ~grown
     if mask.sum() < MIN_SKIN_FRACTION * mask.size:  # a lesion filling the frame: use what is left
@@ -116,6 +116,6 @@ class SkinToneScorer(Scorer):
     names = ("ita",)
 
     def compute(self, view: ImageView) -> dict[str, float]:
-        lab = fast_lab(view.small_rgb)
+        lab = fast_lab(view.analysis_rgb)
         mask = skin_mask(view)
         return {"ita": ita_degrees(_trimmed_mean(lab[..., 0][mask]), _trimmed_mean(lab[..., 2][mask]))}
