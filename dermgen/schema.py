@@ -65,6 +65,7 @@ _FIELDS = [
     pa.field("actor", pa.string()),
     pa.field("node", pa.string()),
     pa.field("device", pa.string()),
+    pa.field("noise", pa.string()),  # where the sample's noise was drawn: cpu | cuda (re-render on the same)
     pa.field("created_at", pa.timestamp("ms", tz="UTC")),
 ]
 
