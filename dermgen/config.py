@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dermgen.errors import ConfigError
-from dermgen.plan import DEFAULT_BLOCK, DEFAULT_CAP_FACTOR, DEFAULT_SHARD_SIZE
+from dermgen.plan import DEFAULT_BLOCK, DEFAULT_CAP_FACTOR, DEFAULT_PLAN_VERSION, DEFAULT_SHARD_SIZE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFEST = "manifests/derm_t2im_6k.yaml"
@@ -35,7 +35,10 @@ class GenerateConfig(BaseModel):
     cpus_per_actor: float = Field(1.0, gt=0)
     shard_size: int = Field(DEFAULT_SHARD_SIZE, gt=0, le=100_000)
     batch_size: int = Field(8, gt=0, le=256)
-    block: int = Field(DEFAULT_BLOCK, gt=0)
+    # Samples per sampler/steps draw: None gives 8 in plan v1 and the batch size in v2 (see plan.py).
+    block: int | None = Field(None, gt=0)
+    # Planning rule: None keeps the version recorded in an existing run.json, and gives new runs v2.
+    plan_version: Literal[1, 2] | None = None
     seed: int = Field(0, ge=0, lt=2**31)
     device: str | None = None
     dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
@@ -62,6 +65,14 @@ class GenerateConfig(BaseModel):
         if v and device and not str(device).startswith("cuda"):
             raise ValueError(f"CUDA graphs need a CUDA device, but --device is {device!r}")
         return v
+
+    def resolved_plan_version(self) -> int:
+        return self.plan_version or DEFAULT_PLAN_VERSION
+
+    def resolved_block(self) -> int:
+        if self.block is not None:
+            return self.block
+        return DEFAULT_BLOCK if self.resolved_plan_version() == 1 else self.batch_size
 
     def resolved_manifest(self) -> Path:
         p = Path(self.manifest)

@@ -72,6 +72,7 @@ def _plan_from_run_json(run: dict[str, Any]):
         shard_size=b["shard_size"],
         block=b["block"],
         cap_factor=b.get("cap_factor", 3.0),
+        version=b.get("plan_version", 1),
     )
 
 
@@ -128,7 +129,9 @@ def verify_run(store: Store, *, check_images: bool = True) -> VerifyReport:
                 run_size = run_size or plan.size
                 expected = {
                     s.sample_id: s
-                    for s in make_shard(entry, start, end, plan.run_seed, plan.block, plan.size).samples
+                    for s in make_shard(
+                        entry, start, end, plan.run_seed, plan.block, plan.size, version=plan.version
+                    ).samples
                 }
             except KeyError:
                 report.problems.append(f"{key}: entry {entry_id!r} is not in the run's manifest")
