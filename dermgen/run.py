@@ -233,11 +233,13 @@ def _common_size(plan: Plan) -> tuple[int, int] | None:
 
 def prepare_run(config: GenerateConfig) -> PreparedRun:
     """Validate, check the output, bind the run and find what is left to do. No GPU work."""
-    store = open_store(config.output)
-    if not config.force_new_run:
-        config = resume_plan_settings(config, store)
     manifest, plan, loras, fingerprint = validate(config)
+    store = open_store(config.output)
     store.check_writable()
+    if not config.force_new_run:
+        resumed = resume_plan_settings(config, store)
+        if resumed is not config:
+            config, plan = resumed, plan_for(resumed, manifest)
     binding = binding_for(config, manifest, loras, fingerprint)
     run_id = run_id_for(binding)
     run_json = {
