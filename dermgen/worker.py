@@ -51,6 +51,7 @@ class WorkerOptions:
     # for the others, and each dtype is its own compiled graph; compiling it mid-shard would stall a batch.
     warmup_samplers: tuple[str, ...] = ("Euler",)
     noise: str = "cpu"  # where per-sample noise is drawn: "cpu" (plan v1) or "device" (plan v2)
+    channels_last: bool | None = None  # None: on a GPU only
 
 
 NON_FINITE_ERROR = (
@@ -129,6 +130,7 @@ class ShardWorker:
             cuda_graphs=opts.cuda_graphs,
             pad_batches=False,  # padding only where a compiled graph needs static shapes
             noise=opts.noise,
+            channels_last=opts.channels_last,
         )
         self.filter = make_filter(opts)
         if opts.warmup_size:
