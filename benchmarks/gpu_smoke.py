@@ -35,7 +35,10 @@ import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+try:  # an installed dermgen (the device recipe's wheel) wins; else the checkout this script is in
+    import dermgen  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Stated tolerances, in uint8 levels (0-255), fixed before any GPU run.
@@ -421,6 +424,7 @@ def main() -> int:
         "benchmark": "gpu_smoke",
         "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu (--cpu-smoke)",
         "torch": torch.__version__,
+        "dermgen": str(Path(pipeline.__file__).parent),
         "size": size,
         "steps": args.steps,
         "compile_modes": "dermgen (max-autotune)" if args.autotune else "default / reduce-overhead",

@@ -38,7 +38,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+try:  # an installed dermgen (the device recipe's wheel) wins; else the checkout this script is in
+    import dermgen  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(REPO))
 
 
 class BusySampler:
