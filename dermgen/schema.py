@@ -70,6 +70,8 @@ _FIELDS = [
 ]
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in _FIELDS)
+# Columns added after the first shards were written: shards written before lack them, readers give null.
+LATER_COLUMNS: tuple[str, ...] = ("noise",)
 
 
 def _hf_features() -> dict:

@@ -68,3 +68,27 @@ def test_a_v1_run_resumes_as_v1(tmp_path):
     assert again.worker_options.noise == "cpu"
     with pytest.raises(PlanMismatchError, match="plan_version"):
         prepare_run(_config(tmp_path, plan_version=2))
+
+
+def test_a_v1_run_written_before_the_noise_column_resumes_verifies_and_loads(tmp_path):
+    """Shards committed before `noise` existed lack the column: the resumed v1 run still verifies and loads."""
+    import pyarrow.parquet as pq
+    from support import generate_run
+
+    from dermgen.data.runs import open_run
+    from dermgen.store import open_store
+    from dermgen.verify import verify_run
+
+    out = tmp_path / "run"
+    generate_run(out, limit=8, plan_version=1)
+    shards = sorted((out / "shards").glob("*.parquet"))
+    first, second = shards[:2]
+    pq.write_table(pq.read_table(first).drop_columns(["noise"]), first)  # as written before the column
+    second.unlink()  # not committed yet: the resumed run renders it
+    summary = generate_run(out, limit=8)  # no version given: resumes as v1
+    assert summary["resumed_shards"] == len(shards) - 1
+    report = verify_run(open_store(str(out)))
+    assert report.problems == [] and report.rows == 8
+    run = open_run(str(out))
+    rows = [r for sid in run.shard_ids for r in run.read_metadata(sid)[0]]
+    assert len(rows) == 8 and {r["noise"] for r in rows} == {None, "cpu"}
