@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dermgen.errors import validated
-from dermgen.plan import DEFAULT_BLOCK, DEFAULT_CAP_FACTOR, DEFAULT_SHARD_SIZE
+from dermgen.plan import DEFAULT_BLOCK, DEFAULT_CAP_FACTOR, DEFAULT_PLAN_VERSION, DEFAULT_SHARD_SIZE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFEST = "manifests/derm_t2im_6k.yaml"
@@ -56,7 +56,14 @@ class GenerateConfig(BaseModel):
     )
     shard_size: int = Field(DEFAULT_SHARD_SIZE, gt=0, le=100_000, description="samples per shard")
     batch_size: int = Field(8, gt=0, le=256, description="images per diffusion batch")
-    block: int = Field(DEFAULT_BLOCK, gt=0, description="samples per sampler/steps block of the plan")
+    block: int | None = Field(
+        None,
+        gt=0,
+        description="samples per sampler/steps draw (default: 8 in plan v1, the batch size in v2; see plan.py)",
+    )
+    plan_version: Literal[1, 2] | None = Field(
+        None, description="planning rule (default: the version of an existing run.json; new runs v2)"
+    )
     seed: int = Field(0, ge=0, lt=2**31, description="run seed")
     device: str | None = Field(None, description="cuda | cpu (default: cuda when available)")
     dtype: Literal["auto", "fp16", "bf16", "fp32"] = Field("auto", description="weights and compute dtype")
@@ -103,6 +110,14 @@ class GenerateConfig(BaseModel):
         if v and device and not str(device).startswith("cuda"):
             raise ValueError(f"CUDA graphs need a CUDA device, but --device is {device!r}")
         return v
+
+    def resolved_plan_version(self) -> int:
+        return self.plan_version or DEFAULT_PLAN_VERSION
+
+    def resolved_block(self) -> int:
+        if self.block is not None:
+            return self.block
+        return DEFAULT_BLOCK if self.resolved_plan_version() == 1 else self.batch_size
 
     def resolved_manifest(self) -> Path:
         p = Path(self.manifest)

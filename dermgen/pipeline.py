@@ -6,6 +6,7 @@ batch of samples (same sampler, steps, CFG and size) into uint8 images. It knows
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ DERM_T2IM_FILE = "Derm-T2IM.safetensors"
 DERM_T2IM_ENV = "DERMGEN_DERM_T2IM"  # local path or s3:// URI of Derm-T2IM.safetensors
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 CONFIG_DIR = Path(__file__).parent / "configs"
+NOISE_SOURCES = ("cpu", "device")  # where per-sample generators live: host (plan v1) or the render device
 
 
 @dataclass(frozen=True)
@@ -263,7 +265,11 @@ class Renderer:
         compile: bool = False,
         cuda_graphs: bool = False,
         pad_batches: bool = True,
+        noise: str = "cpu",
     ) -> None:
+        if noise not in NOISE_SOURCES:
+            raise ConfigError(f"noise: got {noise!r}, expected one of {', '.join(NOISE_SOURCES)}")
+        self.noise = noise
         self.device = device or default_device()
         on_gpu = self.device.startswith("cuda")
         if cuda_graphs and not on_gpu:
@@ -290,9 +296,9 @@ class Renderer:
         if compile or cuda_graphs:
             import torch
 
-            self.pipe.unet = torch.compile(
-                self.pipe.unet, mode=compile_mode(on_gpu, cuda_graphs), fullgraph=True
-            )
+            # Compiled in place (nn.Module.compile): `pipe.unet` stays the diffusers model, so diffusers'
+            # LoRA calls still reach it (they skip a torch.compile wrapper, an OptimizedModule).
+            self.pipe.unet.compile(mode=compile_mode(on_gpu, cuda_graphs), fullgraph=True)
 
     @property
     def device_name(self) -> str:
@@ -315,71 +321,109 @@ class Renderer:
 
     def _scheduler(self, sampler: str):
         if sampler not in self._schedulers:
-            self._schedulers[sampler] = make_scheduler(sampler, self._base_scheduler_config)
+            scheduler = make_scheduler(sampler, self._base_scheduler_config)
+            self._schedulers[sampler] = clone_model_output(scheduler) if self.cuda_graphs else scheduler
         return self._schedulers[sampler]
 
     # -- LoRA ---------------------------------------------------------------------------------------
     def set_loras(self, loras: Sequence[LoraSpec]) -> list[dict[str, Any]]:
-        """Activate exactly these adapters at their scales; returns their provenance (name, path, scale, sha256)."""
-        wanted = tuple((self._ensure_lora(spec), float(spec.scale)) for spec in loras)
-        if wanted != self._active:
-            if self._fused:
-                self.pipe.unfuse_lora()
-                self._restore_base_weights()  # unfusing subtracts in floating point; restore exactly
-                self._fused = False
-            if wanted:
-                names = [n for n, _ in wanted]
-                self.pipe.enable_lora()
-                self.pipe.set_adapters(names, adapter_weights=[s for _, s in wanted])
-                if self.fuse_lora:
-                    self._snapshot_base_weights()
-                    self.pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
-                    self._fused = True
-            elif self._loaded_loras:
-                self.pipe.disable_lora()
-            self._active = wanted
+        """Activate exactly these adapters at their scales; returns their provenance (name, path, scale, sha256).
+
+        Fused (the default): the adapters are loaded, fused into the base weights (W0 + scale * dW) and
+        their peft layers removed again, so the UNet keeps the module tree it had; a compiled UNet keeps its
+        graph (the weights are graph inputs, changed in place). The touched base weights are saved first
+        and copied back exactly when the adapters change. Unfused: peft adapter layers stay active.
+        """
+        wanted = tuple((self._lora_name(spec), float(spec.scale)) for spec in loras)
+        if wanted == self._active:
+            return [dict(self._loaded_loras[n], scale=s) for n, s in wanted]
+        if self._fused:
+            self._restore_base_weights()  # exact, unlike subtracting the delta again
+            self._fused = False
+        names = [n for n, _ in wanted]
+        scales = [s for _, s in wanted]
+        if wanted and self.fuse_lora:
+            for spec, name in zip(loras, names, strict=True):
+                self._load_lora(spec, name)
+            self.pipe.set_adapters(names, adapter_weights=scales)
+            self._snapshot_base_weights()
+            self.pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
+            self.pipe.unload_lora_weights()  # keeps the fused weights, drops the adapter layers
+            self._fused = True
+        elif wanted:
+            for spec, name in zip(loras, names, strict=True):
+                self._load_lora(spec, name)
+            self.pipe.enable_lora()
+            self.pipe.set_adapters(names, adapter_weights=scales)
+        elif self._peft_loaded:
+            self.pipe.disable_lora()
+        self._active = wanted
         return [dict(self._loaded_loras[n], scale=s) for n, s in wanted]
 
     def _lora_layers(self):
-        for module in (self.pipe.unet, self.pipe.text_encoder):
-            for name, layer in module.named_modules():
+        """(key, base layer) of every peft LoRA layer now in the UNet and text encoder."""
+        for part in ("unet", "text_encoder"):
+            for name, layer in getattr(self.pipe, part).named_modules():
                 if hasattr(layer, "lora_A") and hasattr(layer, "base_layer"):
-                    yield f"{id(module)}.{name}", layer.base_layer
+                    yield f"{part}.{name}", layer.base_layer
 
     def _snapshot_base_weights(self) -> None:
-        self._base_weights = {
-            k: layer.weight.detach().clone()
-            for k, layer in self._lora_layers()
-            if k not in getattr(self, "_base_weights", {})
-        } | getattr(self, "_base_weights", {})
+        self._base_weights = {k: layer.weight.detach().clone() for k, layer in self._lora_layers()}
 
     def _restore_base_weights(self) -> None:
+        """Copy the saved base weights back in place, into the layers at the same module paths."""
         import torch
 
         saved = getattr(self, "_base_weights", {})
+        modules = {
+            f"{part}.{name}": m
+            for part in ("unet", "text_encoder")
+            for name, m in getattr(self.pipe, part).named_modules()
+        }
         with torch.no_grad():
-            for k, layer in self._lora_layers():
-                if k in saved:
-                    layer.weight.copy_(saved[k])
+            for k, weight in saved.items():
+                layer = modules[k]
+                layer = getattr(layer, "base_layer", layer)
+                layer.weight.copy_(weight)
+        self._base_weights = {}
 
-    def _ensure_lora(self, spec: LoraSpec) -> str:
-        local = spec.path
-        if local.startswith("s3://"):
-            from dermgen.store import download_to_cache
-
-            local = str(download_to_cache(local))
+    def _lora_name(self, spec: LoraSpec) -> str:
+        """The adapter's name (file stem + sha256 prefix); records its provenance on first sight."""
+        local = self._local_lora_path(spec)
         sha = sha256_file(local)
         name = f"{spec.name}_{sha[:8]}"
         if name not in self._loaded_loras:
             check_lora_file(local, allow_pickle=self.allow_pickle)
-            try:
-                self.pipe.load_lora_weights(local, adapter_name=name)
-            except Exception as exc:
-                raise ConfigError(
-                    f"--lora: {spec.path!r} is incompatible with the base model {self.identity.model_id!r}: {exc}"
-                ) from exc
             self._loaded_loras[name] = {"name": name, "path": spec.path, "sha256": sha}
         return name
+
+    @staticmethod
+    def _local_lora_path(spec: LoraSpec) -> str:
+        if spec.path.startswith("s3://"):
+            from dermgen.store import download_to_cache
+
+            return str(download_to_cache(spec.path))
+        return spec.path
+
+    def _load_lora(self, spec: LoraSpec, name: str) -> None:
+        """Load the adapter into peft layers unless it is loaded already."""
+        if name in self._peft_loaded:
+            return
+        try:
+            self.pipe.load_lora_weights(self._local_lora_path(spec), adapter_name=name)
+        except Exception as exc:
+            raise ConfigError(
+                f"--lora: {spec.path!r} is incompatible with the base model {self.identity.model_id!r}: {exc}"
+            ) from exc
+
+    @property
+    def _peft_loaded(self) -> set[str]:
+        """Adapter names now loaded in peft layers (none after fusing: those are unloaded)."""
+        try:
+            listed = self.pipe.get_list_adapters()
+        except Exception:  # noqa: BLE001 - no peft layers at all
+            return set()
+        return {n for names in listed.values() for n in names}
 
     # -- rendering ------------------------------------------------------------------------------------
     def render(
@@ -395,6 +439,34 @@ class Renderer:
         height: int,
     ) -> np.ndarray:
         """Render one homogeneous batch; returns uint8 images shaped [n, height, width, 3]."""
+        return self.render_batch(
+            prompts,
+            negative_prompts,
+            seeds,
+            sampler=sampler,
+            steps=steps,
+            cfg_scale=cfg_scale,
+            width=width,
+            height=height,
+        ).images
+
+    def render_batch(
+        self,
+        prompts: Sequence[str],
+        negative_prompts: Sequence[str],
+        seeds: Sequence[int],
+        *,
+        sampler: str,
+        steps: int,
+        cfg_scale: float,
+        width: int,
+        height: int,
+    ) -> RenderResult:
+        """Render one homogeneous batch: uint8 images [n, height, width, 3] and which of them are finite.
+
+        An image whose latents or decoded pixels hold NaN or inf (fp16 overflow) has arbitrary uint8
+        values; `finite[i]` is False for it so the caller can mark it failed instead of keeping it.
+        """
         import torch
 
         n = len(prompts)
@@ -406,7 +478,11 @@ class Renderer:
         prompts = list(prompts) + [prompts[-1]] * pad
         negative_prompts = list(negative_prompts) + [negative_prompts[-1]] * pad
         seeds = list(seeds) + [seeds[-1]] * pad
-        generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+        # One generator per image, seeded by the sample: the same seed gives the same noise in any batch.
+        # On the device (noise="device") no noise crosses from the host during denoising (Euler a draws
+        # fresh noise at every step); the pixels then depend on the device type, as recorded in each row.
+        gen_device = "cpu" if self.noise == "cpu" else self.device
+        generators = [torch.Generator(device=gen_device).manual_seed(int(s)) for s in seeds]
         self.pipe.scheduler = self._scheduler(sampler)
         extra: dict[str, Any] = {}
         if self.cuda_graphs:
@@ -415,7 +491,7 @@ class Renderer:
             torch.compiler.cudagraph_mark_step_begin()
             extra["callback_on_step_end"] = _mark_cudagraph_step
         with torch.inference_mode():
-            out = self.pipe(
+            latents = self.pipe(
                 prompt=prompts,
                 negative_prompt=negative_prompts if any(negative_prompts) else None,
                 num_inference_steps=int(steps),
@@ -423,11 +499,51 @@ class Renderer:
                 width=int(width),
                 height=int(height),
                 generator=generators,
-                output_type="pt",
+                output_type="latent",
                 **extra,
             ).images
+            # What the pipeline does for output_type="pt" (no safety checker), with a finiteness check
+            # between decoding and the clamp that would hide inf.
+            vae = self.pipe.vae
+            decoded = vae.decode(
+                latents / vae.config.scaling_factor, return_dict=False, generator=generators
+            )[0]
+            finite = torch.isfinite(latents[:n]).flatten(1).all(1) & torch.isfinite(decoded[:n]).flatten(
+                1
+            ).all(1)
+            out = self.pipe.image_processor.postprocess(
+                decoded, output_type="pt", do_denormalize=[True] * decoded.shape[0]
+            )
             images = (out[:n].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
-            return images.contiguous().cpu().numpy()
+            return RenderResult(images.contiguous().cpu().numpy(), finite.cpu().numpy())
+
+    @property
+    def noise_source(self) -> str:
+        """Where the initial and per-step noise is drawn: 'cpu', or the device type ('cuda')."""
+        return "cpu" if self.noise == "cpu" else self.device.split(":")[0]
+
+
+@dataclass
+class RenderResult:
+    images: np.ndarray  # uint8 [n, height, width, 3]
+    finite: np.ndarray  # bool [n]: False where the latents or decoded pixels held NaN or inf
+
+
+def clone_model_output(scheduler):
+    """Make `scheduler.step` work on a copy of the UNet output it is given.
+
+    With CUDA graphs the UNet output lives in the graph's memory pool and the next replay overwrites it.
+    Without guidance (CFG <= 1) it reaches the scheduler as is, and multistep schedulers keep it (PLMS's
+    `ets` history), so it must be copied first. The signature is kept (the pipeline inspects it).
+    """
+    step = scheduler.step
+
+    @functools.wraps(step)
+    def step_on_a_copy(model_output, *args, **kwargs):
+        return step(model_output.clone(), *args, **kwargs)
+
+    scheduler.step = step_on_a_copy
+    return scheduler
 
 
 def check_lora_file(path: str, *, allow_pickle: bool = False) -> None:

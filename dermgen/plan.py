@@ -3,6 +3,11 @@
 Sample ids are ``<entry>-<index>``; a shard is a contiguous index range of one entry, so its id,
 its samples and their seeds follow from the manifest, the run seed and the shard size alone.
 Sampler and step count are drawn per block of consecutive samples, so batches stay homogeneous.
+
+Plan versions (recorded in run.json and bound with the rest of the plan; a resumed run keeps its own):
+  v1  blocks of `block` (default 8) counted from index 0 of each entry; noise drawn on the CPU.
+  v2  blocks counted from each shard's start, `block` defaulting to the batch size, so a shard renders in
+      full batches except at its tail; noise drawn on the render device. The default for new runs.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from dermgen.manifest import Entry, Manifest
 DEFAULT_SHARD_SIZE = 64
 DEFAULT_BLOCK = 8
 DEFAULT_CAP_FACTOR = 3.0
+PLAN_VERSIONS = (1, 2)
+DEFAULT_PLAN_VERSION = 2  # for new runs; plan_run itself defaults to 1, the rule existing runs were made with
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ class Plan:
     targets: dict[str, int]
     shards: list[Shard]
     cap_factor: float = DEFAULT_CAP_FACTOR
+    version: int = 1
 
     @property
     def total_target(self) -> int:
@@ -105,6 +113,7 @@ class Plan:
             self.block,
             self.size,
             topup=True,
+            version=self.version,
         )
 
 
@@ -116,8 +125,18 @@ def entry_seed_base(entry: Entry, run_seed: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def make_sample(entry: Entry, index: int, run_seed: int, block: int, size: int | None) -> Sample:
-    rng = random.Random(f"{run_seed}:{entry.id}:{index // block}")
+def _block_key(entry: Entry, index: int, run_seed: int, block: int, shard_start: int | None) -> str:
+    """What seeds the sampler/steps draw: v1 (shard_start None) blocks from the entry's index 0, v2 blocks
+    from the shard's start."""
+    if shard_start is None:
+        return f"{run_seed}:{entry.id}:{index // block}"
+    return f"{run_seed}:{entry.id}:{shard_start}+{(index - shard_start) // block}"
+
+
+def make_sample(
+    entry: Entry, index: int, run_seed: int, block: int, size: int | None, shard_start: int | None = None
+) -> Sample:
+    rng = random.Random(_block_key(entry, index, run_seed, block, shard_start))
     sampler = entry.samplers[rng.randrange(len(entry.samplers))]
     lo, hi = entry.steps_bounds
     steps = rng.randint(lo, hi)
@@ -142,9 +161,17 @@ def make_sample(entry: Entry, index: int, run_seed: int, block: int, size: int |
 
 
 def make_shard(
-    entry: Entry, start: int, end: int, run_seed: int, block: int, size: int | None, topup: bool = False
+    entry: Entry,
+    start: int,
+    end: int,
+    run_seed: int,
+    block: int,
+    size: int | None,
+    topup: bool = False,
+    version: int = 1,
 ) -> Shard:
-    samples = tuple(make_sample(entry, i, run_seed, block, size) for i in range(start, end))
+    shard_start = None if version == 1 else start
+    samples = tuple(make_sample(entry, i, run_seed, block, size, shard_start) for i in range(start, end))
     return Shard(f"{entry.id}-{start:07d}-{end:07d}", entry.id, entry.label, start, end, samples, topup)
 
 
@@ -181,8 +208,11 @@ def plan_run(
     shard_size: int = DEFAULT_SHARD_SIZE,
     block: int = DEFAULT_BLOCK,
     cap_factor: float = DEFAULT_CAP_FACTOR,
+    version: int = 1,
 ) -> Plan:
     """Expand a manifest into shards covering each entry's target; same inputs, same plan."""
+    if version not in PLAN_VERSIONS:
+        raise ValueError(f"plan version must be one of {PLAN_VERSIONS}, got {version}")
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     if block < 1:
@@ -192,8 +222,9 @@ def plan_run(
     for entry in manifest.entries:
         n = targets[entry.id]
         for start in range(0, n, shard_size):
-            shards.append(make_shard(entry, start, min(start + shard_size, n), run_seed, block, size))
-    return Plan(manifest, run_seed, shard_size, block, size, targets, shards, cap_factor)
+            end = min(start + shard_size, n)
+            shards.append(make_shard(entry, start, end, run_seed, block, size, version=version))
+    return Plan(manifest, run_seed, shard_size, block, size, targets, shards, cap_factor, version)
 
 
 def batches(shard: Shard, batch_size: int) -> Iterator[list[Sample]]:

@@ -45,6 +45,7 @@ BINDING_FIELDS = (
     "block",
     "cap_factor",
     "filter",
+    "plan_version",
 )
 
 
@@ -76,8 +77,9 @@ def plan_for(config: GenerateConfig, manifest: Manifest) -> Plan:
         limit=config.limit,
         size=size,
         shard_size=config.shard_size,
-        block=config.block,
+        block=config.resolved_block(),
         cap_factor=config.cap_factor,
+        version=config.resolved_plan_version(),
     )
 
 
@@ -125,7 +127,7 @@ def binding_for(
     for spec in loras:
         sha = sha256_file(spec.path) if not spec.path.startswith("s3://") else spec.path
         lora_ids.append({"path": spec.path, "scale": spec.scale, "sha256": sha})
-    return {
+    binding = {
         "manifest_sha256": manifest_hash(manifest),
         "model": fingerprint,
         "loras": lora_ids,
@@ -133,7 +135,7 @@ def binding_for(
         "limit": config.limit,
         "size": config.size,
         "shard_size": config.shard_size,
-        "block": config.block,
+        "block": config.resolved_block(),
         "cap_factor": config.cap_factor,
         "filter": {
             "spec": config.filter,
@@ -141,6 +143,27 @@ def binding_for(
             "reference_dir": config.reference_dir,
         },
     }
+    if config.resolved_plan_version() != 1:  # v1 bindings (and so run ids) stay exactly as they were
+        binding["plan_version"] = config.resolved_plan_version()
+    return binding
+
+
+def resume_plan_settings(config: GenerateConfig, store: Store) -> GenerateConfig:
+    """Fill the plan version and block left open (None) from the run already at the output, if any.
+
+    A run made before plan versions existed has none in its binding: it is v1 and keeps v1 on resume.
+    New runs get the default version. Explicit values are kept (and checked by `bind_run`).
+    """
+    try:
+        existing = json.loads(store.get(RUN_JSON)).get("binding", {})
+    except (KeyError, ValueError):
+        return config
+    update: dict[str, Any] = {}
+    if config.plan_version is None:
+        update["plan_version"] = existing.get("plan_version", 1)
+    if config.block is None and isinstance(existing.get("block"), int):
+        update["block"] = existing["block"]
+    return config.model_copy(update=update) if update else config
 
 
 def run_id_for(binding: dict[str, Any]) -> str:
@@ -198,6 +221,13 @@ def committed_summaries(store: Store) -> dict[str, dict[str, Any]]:
     return out
 
 
+def warmup_samplers(plan: Plan) -> tuple[str, ...]:
+    """Every sampler the plan may use (top-ups too), in a stable order: a compiled UNet is warmed up with each."""
+    return tuple(
+        sorted({name for e in plan.manifest.entries if plan.targets.get(e.id) for name in e.samplers})
+    )
+
+
 def _common_size(plan: Plan) -> tuple[int, int] | None:
     sizes = Counter((s.samples[0].width, s.samples[0].height) for s in plan.shards if s.samples)
     return sizes.most_common(1)[0][0] if sizes else None
@@ -208,10 +238,15 @@ def prepare_run(config: GenerateConfig) -> PreparedRun:
     manifest, plan, loras, fingerprint = validate(config)
     store = open_store(config.output)
     store.check_writable()
+    if not config.force_new_run:
+        resumed = resume_plan_settings(config, store)
+        if resumed is not config:
+            config, plan = resumed, plan_for(resumed, manifest)
     binding = binding_for(config, manifest, loras, fingerprint)
     run_id = run_id_for(binding)
     run_json = {
         "run_id": run_id,
+        "plan_version": plan.version,
         "binding": binding,
         "created_at": datetime.now(timezone.utc).isoformat(),
         "config": redact(config.model_dump()),
@@ -238,6 +273,8 @@ def prepare_run(config: GenerateConfig) -> PreparedRun:
         cuda_graphs=config.cuda_graphs,
         global_loras=tuple(loras),
         warmup_size=_common_size(plan) if config.compile or config.cuda_graphs else None,
+        warmup_samplers=warmup_samplers(plan),
+        noise="cpu" if plan.version == 1 else "device",
     )
     if committed:
         log.info("resuming run %s: %d shard(s) already committed", run_id, len(committed))

@@ -66,10 +66,13 @@ _FIELDS = [
     pa.field("actor", pa.string()),
     pa.field("node", pa.string()),
     pa.field("device", pa.string()),
+    pa.field("noise", pa.string()),  # where the sample's noise was drawn: cpu | cuda (re-render on the same)
     pa.field("created_at", pa.timestamp("ms", tz="UTC")),
 ]
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in _FIELDS)
+# Columns added after the first shards were written: shards written before lack them, readers give null.
+LATER_COLUMNS: tuple[str, ...] = ("noise",)
 
 
 def _hf_features() -> dict:

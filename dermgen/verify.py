@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from dermgen.hashing import sha256_bytes
 from dermgen.manifest import parse_manifest
 from dermgen.plan import make_shard, plan_run
-from dermgen.schema import SHARD_SCHEMA
+from dermgen.schema import LATER_COLUMNS, SHARD_SCHEMA
 from dermgen.shards import (
     IMAGES_PREFIX,
     RUN_JSON,
@@ -72,6 +72,7 @@ def _plan_from_run_json(run: dict[str, Any]):
         shard_size=b["shard_size"],
         block=b["block"],
         cap_factor=b.get("cap_factor", 3.0),
+        version=b.get("plan_version", 1),
     )
 
 
@@ -107,8 +108,9 @@ def verify_run(store: Store, *, check_images: bool = True) -> VerifyReport:
             report.problems.append(f"{key}: unreadable Parquet ({type(exc).__name__}: {str(exc)[:120]})")
             continue
         got = {f.name: f.type for f in table.schema}
-        if got != expected_fields:
-            diff = sorted(set(got.items()) ^ set(expected_fields.items()), key=str)[:3]
+        expected_here = {k: t for k, t in expected_fields.items() if k in got or k not in LATER_COLUMNS}
+        if got != expected_here:
+            diff = sorted(set(got.items()) ^ set(expected_here.items()), key=str)[:3]
             report.problems.append(f"{key}: schema differs from the shard schema ({diff})")
             continue
         rows = table.to_pylist()
@@ -128,7 +130,9 @@ def verify_run(store: Store, *, check_images: bool = True) -> VerifyReport:
                 run_size = run_size or plan.size
                 expected = {
                     s.sample_id: s
-                    for s in make_shard(entry, start, end, plan.run_seed, plan.block, plan.size).samples
+                    for s in make_shard(
+                        entry, start, end, plan.run_seed, plan.block, plan.size, version=plan.version
+                    ).samples
                 }
             except KeyError:
                 report.problems.append(f"{key}: entry {entry_id!r} is not in the run's manifest")

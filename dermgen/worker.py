@@ -18,10 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import numpy as np
-
 from dermgen.hashing import sha256_bytes
-from dermgen.pipeline import LoraSpec, Renderer
+from dermgen.pipeline import LoraSpec, Renderer, RenderResult
 from dermgen.plan import Sample, Shard, batches
 from dermgen.pngmeta import a1111_parameters, encode_png
 from dermgen.schema import empty_scores
@@ -48,9 +46,17 @@ class WorkerOptions:
     cuda_graphs: bool = False
     png_compress_level: int = 3
     global_loras: tuple[LoraSpec, ...] = ()
-    warmup_size: tuple[int, int] | None = (
-        None  # render one batch at start (compiles the graph with --compile)
-    )
+    warmup_size: tuple[int, int] | None = None  # render at start (compiles the graph with --compile)
+    # One warm-up batch per sampler the plan uses: timesteps are float32 for Euler / Euler a and int64
+    # for the others, and each dtype is its own compiled graph; compiling it mid-shard would stall a batch.
+    warmup_samplers: tuple[str, ...] = ("Euler",)
+    noise: str = "cpu"  # where per-sample noise is drawn: "cpu" (plan v1) or "device" (plan v2)
+    channels_last: bool | None = None  # None: on a GPU only
+
+
+NON_FINITE_ERROR = (
+    "non-finite pixels: NaN or inf in the latents or the decoded image (fp16 overflow? try --dtype bf16)"
+)
 
 
 def make_filter(opts: WorkerOptions):
@@ -106,21 +112,24 @@ class ShardWorker:
             compile=opts.compile,
             cuda_graphs=opts.cuda_graphs,
             pad_batches=False,  # padding only where a compiled graph needs static shapes
+            noise=opts.noise,
+            channels_last=opts.channels_last,
         )
         self.filter = make_filter(opts)
         if opts.warmup_size:
             w, h = opts.warmup_size
             n = self.renderer.batch_size
-            self.renderer.render(
-                ["warm-up"] * n,
-                [""] * n,
-                list(range(n)),
-                sampler="Euler",
-                steps=2,
-                cfg_scale=7.0,
-                width=w,
-                height=h,
-            )
+            for sampler in opts.warmup_samplers:
+                self.renderer.render(
+                    ["warm-up"] * n,
+                    [""] * n,
+                    list(range(n)),
+                    sampler=sampler,
+                    steps=2,
+                    cfg_scale=7.0,
+                    width=w,
+                    height=h,
+                )
         self.load_seconds = time.perf_counter() - t0
         # On a GPU, post-processing runs on a thread while the GPU renders the next batch. On a CPU device
         # the same cores do both, and a second busy thread stalls torch's OpenMP team (measured 4-16%
@@ -176,11 +185,11 @@ class ShardWorker:
             started_at = time.time()
             for batch in batches(shard, self.renderer.batch_size):
                 loras = self._loras_for(batch[0])
-                for sub, images, err, secs, bs in self._render_batch(batch):
+                for sub, result, err, secs, bs in self._render_batch(batch):
                     gen_seconds += secs
                     pending.append(
                         self._post.submit(
-                            self._post_process, sub, images, err, secs, bs, loras, attempt_id, entry_filter
+                            self._post_process, sub, result, err, secs, bs, loras, attempt_id, entry_filter
                         )
                     )
         for fut in pending:
@@ -218,7 +227,7 @@ class ShardWorker:
         return self.renderer.set_loras(specs)
 
     def _render_batch(self, batch: list[Sample]):
-        """Yield (samples, images|None, error|None, seconds, batch_size); halves the batch on OOM."""
+        """Yield (samples, RenderResult|None, error|None, seconds, batch_size); halves the batch on OOM."""
         todo = [batch]
         while todo:
             part = todo.pop(0)
@@ -229,7 +238,7 @@ class ShardWorker:
             s0 = part[0]
             t = time.perf_counter()
             try:
-                images = self.renderer.render(
+                result = self.renderer.render_batch(
                     [s.prompt for s in part],
                     [s.negative_prompt for s in part],
                     [s.seed for s in part],
@@ -241,7 +250,7 @@ class ShardWorker:
                 )
                 yield (
                     part,
-                    images,
+                    result,
                     None,
                     time.perf_counter() - t,
                     self.renderer.rendered_batch_size(len(part)),
@@ -269,7 +278,7 @@ class ShardWorker:
     def _post_process(
         self,
         samples: list[Sample],
-        images: np.ndarray | None,
+        result: RenderResult | None,
         error: str | None,
         gen_secs: float,
         batch_size: int,
@@ -283,17 +292,19 @@ class ShardWorker:
         per_image = gen_secs / max(1, len(samples))
         for i, s in enumerate(samples):
             row = self._base_row(s, attempt_id, loras, batch_size, now)
-            if images is None:
+            if result is None or not result.finite[i]:
+                if result is not None:
+                    log.error("sample %s rendered non-finite pixels; marked failed", s.sample_id)
                 row.update(
                     status="failed",
-                    error=error,
+                    error=error if result is None else NON_FINITE_ERROR,
                     kept=False,
                     drop_reasons=["failed"],
                     timings={"generate_s": per_image, "encode_s": None, "filter_s": None},
                 )
                 rows.append(row)
                 continue
-            img = images[i]
+            img = result.images[i]
             t = time.perf_counter()
             png = encode_png(
                 img,
@@ -381,6 +392,7 @@ class ShardWorker:
             "actor": self.actor,
             "node": self.node,
             "device": self.renderer.device_name,
+            "noise": self.renderer.noise_source,
             "created_at": now,
         }
 

@@ -125,7 +125,9 @@ def test_compiled_unet_matches_eager_within_one_level():
     """torch.compile (inductor, ~30 s to compile on one core) keeps the stated tolerance of one level."""
     eager = Renderer("tiny", batch_size=2, device="cpu")
     compiled = Renderer("tiny", batch_size=2, device="cpu", compile=True)
-    assert type(compiled.pipe.unet).__name__ == "OptimizedModule"
+    # compiled in place: still the diffusers model (LoRA calls reach it), with a compiled call
+    assert type(compiled.pipe.unet).__name__ == "UNet2DConditionModel"
+    assert compiled.pipe.unet._compiled_call_impl is not None
     kw = dict(KW, steps=2)
     a = eager.render(["benign mole"] * 2, ["", ""], [31, 32], sampler="Euler", **kw)
     b = compiled.render(["benign mole"] * 2, ["", ""], [31, 32], sampler="Euler", **kw)
@@ -142,3 +144,26 @@ def test_cuda_graph_steps_are_marked_once_per_denoising_step(monkeypatch):
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
     r.render(["benign mole"], [""], [5], sampler="Euler", steps=3, cfg_scale=7.0, width=64, height=64)
     assert len(marks) == 1 + 3
+
+
+def test_with_cuda_graphs_plms_without_guidance_keeps_copies_of_the_unet_output(monkeypatch):
+    """CFG 1 passes the UNet's (CUDA-graph) output straight to PLMS, which keeps it in its history; the next
+    replay would overwrite it. With --cuda-graphs the scheduler works on a copy (shown on the CPU by storage)."""
+    import torch
+
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: None)
+    kw = dict(sampler="PLMS", steps=3, cfg_scale=1.0, width=64, height=64)
+    pixels, shared = {}, {}
+    for graphs in (False, True):
+        r = Renderer("tiny", batch_size=1, device="cpu")
+        r.cuda_graphs = graphs  # the copying alone; capturing graphs needs a GPU
+        outputs = []
+        r.pipe.unet.register_forward_hook(lambda m, a, out, kept=outputs: kept.append(out[0]))
+        pixels[graphs] = r.render(["benign mole"], [""], [5], **kw)
+        ptrs = {o.untyped_storage().data_ptr() for o in outputs}
+        ets = r.pipe.scheduler.ets
+        shared[graphs] = sum(e.untyped_storage().data_ptr() in ptrs for e in ets)
+        assert len(ets) >= 2
+    assert shared[False] > 0  # without copying, PLMS holds the UNet's own output tensors
+    assert shared[True] == 0
+    assert np.array_equal(pixels[False], pixels[True])

@@ -79,7 +79,7 @@ def test_two_concurrent_shard_calls_render_one_at_a_time_and_commit_beside_rende
 
     events: list[tuple[str, str, float]] = []
     rendering = threading.Semaphore(1)  # fails the test if two renders ever overlap
-    real_render, real_commit = Renderer.render, worker_mod.commit_shard
+    real_render, real_commit = Renderer.render_batch, worker_mod.commit_shard
 
     def render(self, prompts, *args, **kwargs):
         assert rendering.acquire(blocking=False), "two shards rendered at once"
@@ -97,7 +97,7 @@ def test_two_concurrent_shard_calls_render_one_at_a_time_and_commit_beside_rende
         finally:
             events.append(("commit-end", shard_id, time.perf_counter()))
 
-    monkeypatch.setattr(Renderer, "render", render)
+    monkeypatch.setattr(Renderer, "render_batch", render)  # what the worker calls
     monkeypatch.setattr(worker_mod, "commit_shard", slow_commit)
     entries = [
         {
@@ -126,3 +126,35 @@ def test_two_concurrent_shard_calls_render_one_at_a_time_and_commit_beside_rende
     # called one after the other, the second shard would render only after the first's commit ended
     assert max(renders.values()) < first_done, events
     assert len(list((tmp_path / "shards").glob("*.parquet"))) == 2
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_pixels_are_marked_failed_with_a_reason(tmp_path, bad):
+    """fp16 overflow on a GPU gives NaN/inf; here a NaN (or inf) is injected into the second image's decode."""
+    worker = ShardWorker(
+        WorkerOptions(model="tiny", filter="none", batch_size=4, device="cpu"), str(tmp_path), "r"
+    )
+    vae = worker.renderer.pipe.vae
+    decode = vae.decode
+
+    def poisoned(z, *args, **kwargs):
+        out = decode(z, *args, **kwargs)
+        out[0][1, 0, 3, 5] = bad
+        return out
+
+    vae.decode = poisoned
+    try:
+        summary = worker.run_shard(one_shard(3))
+    finally:
+        worker.close()
+    rows = pq.read_table(tmp_path / "shards").to_pylist()
+    assert summary["committed"] and summary["ok"] == 2 and summary["failed"] == 1
+    assert [r["status"] for r in rows] == ["ok", "failed", "ok"]
+    bad_row = rows[1]
+    assert "non-finite pixels" in bad_row["error"] and bad_row["image"] is None and not bad_row["kept"]
+    assert bad_row["drop_reasons"] == ["failed"]
+    assert not list((tmp_path / "images").rglob("mole-0000001.*.png"))  # no PNG for the failed sample
+
+
+def test_rows_record_where_the_noise_was_drawn(short_batch_rows):
+    assert {r["noise"] for r in short_batch_rows[1]} == {"cpu"}

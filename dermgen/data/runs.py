@@ -272,7 +272,12 @@ class Run:
         """The shard's rows without image bytes, and its row-group sizes."""
         pf = self.parquet_file(shard_id)
         sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
-        rows = pf.read(columns=list(META_COLUMNS)).to_pylist()
+        present = set(pf.schema_arrow.names)
+        columns = [c for c in META_COLUMNS if c.split(".")[0] in present]  # older shards lack LATER_COLUMNS
+        rows = pf.read(columns=columns).to_pylist()
+        for missing in (c for c in META_COLUMNS if c.split(".")[0] not in present):
+            for r in rows:
+                r.setdefault(missing, None)
         return rows, sizes
 
     def read_image_column(self, shard_id: str, row_group: int) -> pa.Array:
