@@ -17,7 +17,6 @@ import base64
 import hashlib
 import html
 import io
-import json
 import logging
 import math
 from collections import Counter, defaultdict
@@ -26,9 +25,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from dermgen import __version__
-from dermgen.errors import ConfigError, StoreError, missing_dependency
+from dermgen.errors import ConfigError, missing_dependency
 from dermgen.filters.names import SCORE_NAMES
-from dermgen.shards import RUN_JSON, SUMMARY_JSON, iter_shard_tables
+from dermgen.rundir import RunDir, RunInfo
 from dermgen.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -97,32 +96,21 @@ def _rank(sample_id: str) -> str:
     return hashlib.sha256(sample_id.encode()).hexdigest()
 
 
-def _read_json(store: Store, key: str) -> dict[str, Any] | None:
+def _planned_shards(info: RunInfo) -> int | None:
     try:
-        return json.loads(store.get(key))
-    except KeyError:
-        return None
-    except ValueError as exc:
-        raise StoreError(f"{store.url(key)}: not valid JSON ({exc})") from None
-
-
-def _planned_shards(run: dict[str, Any]) -> int | None:
-    try:
-        from dermgen.verify import _plan_from_run_json
-
-        return len(_plan_from_run_json(run).shards)
+        return len(info.plan().shards)
     except Exception:  # noqa: BLE001 - the count is informative only
         return None
 
 
 def load_run(store: Store, per_sheet: int = THUMBS_PER_SHEET) -> RunData:
     """Read run.json, summary.json and every committed row; sample `per_sheet` kept and dropped images."""
-    run = _read_json(store, RUN_JSON)
-    if run is None:
-        raise StoreError(f"{store.uri} holds no {RUN_JSON} (not a dermgen run, or nothing written yet)")
-    data = RunData(store.uri, run, _read_json(store, SUMMARY_JSON), shards_planned=_planned_shards(run))
+    rd = RunDir(store)
+    info = rd.info()
+    run = info.model_dump(mode="json")
+    data = RunData(store.uri, run, rd.summary(), shards_planned=_planned_shards(info))
     pools: dict[tuple[bool, str], list[Thumb]] = defaultdict(list)
-    for _, table in iter_shard_tables(store):
+    for _, table in rd.iter_tables():
         data.shards += 1
         cols = [c for c in _ROW_COLUMNS if c in table.column_names]
         rows = table.select(cols).to_pylist()
@@ -667,7 +655,8 @@ def build_report(uri: str, output: str | None = None, *, per_sheet: int = THUMBS
     `output` defaults to `<uri>/report/` for a local run and is required for an s3:// run (a local
     folder or another s3:// prefix).
     """
-    store = open_store(uri)
+    rd = RunDir(uri)
+    store = rd.store
     if output is None:
         local = store.local_path("report")
         if local is None:
@@ -676,8 +665,7 @@ def build_report(uri: str, output: str | None = None, *, per_sheet: int = THUMBS
                 "for index.html"
             )
         output = local
-    if not store.exists(RUN_JSON):
-        raise StoreError(f"{store.uri} holds no {RUN_JSON} (not a dermgen run, or nothing written yet)")
+    rd.info()  # StoreError before anything is written if this is not a dermgen run
     out = open_store(output)
     out.check_writable()
     data = load_run(store, per_sheet)

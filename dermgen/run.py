@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from dermgen.config import GenerateConfig
-from dermgen.errors import ConfigError, PlanMismatchError
+from dermgen.errors import ConfigError, PlanMismatchError, StoreError
 from dermgen.manifest import Manifest, load_manifest, manifest_hash
 from dermgen.pipeline import (
     LoraSpec,
@@ -26,10 +26,11 @@ from dermgen.pipeline import (
 )
 from dermgen.plan import Plan, plan_run
 from dermgen.provenance import environment, redact
+from dermgen.rundir import SUMMARY_JSON, RunDir, RunInfo, shard_key
 from dermgen.scheduler import ShardScheduler
-from dermgen.shards import RUN_JSON, SUMMARY_JSON, iter_shard_tables, sweep_orphans
 from dermgen.store import Store, open_store
 from dermgen.tiny import TINY_DEFAULT_SIZE
+from dermgen.uri import is_s3
 from dermgen.worker import WorkerOptions
 
 log = logging.getLogger(__name__)
@@ -119,14 +120,16 @@ def binding_for(
 ) -> dict[str, Any]:
     from dermgen.hashing import sha256_file
 
-    lora_ids = []
-    for spec in loras:
-        sha = sha256_file(spec.path) if not spec.path.startswith("s3://") else spec.path
-        lora_ids.append({"path": spec.path, "scale": spec.scale, "sha256": sha})
+    def bound(path: str, scale: float) -> dict[str, Any]:
+        return {"path": path, "scale": scale, "sha256": path if is_s3(path) else sha256_file(path)}
+
+    manifest_loras = {(lr.path, float(lr.scale)) for e in manifest.entries for lr in e.loras}
     return {
         "manifest_sha256": manifest_hash(manifest),
         "model": fingerprint,
-        "loras": lora_ids,
+        "loras": [bound(spec.path, spec.scale) for spec in loras],
+        # adapters named in the manifest decide pixels too: bound by content, not just by path
+        "manifest_loras": [bound(path, scale) for path, scale in sorted(manifest_loras)],
         "run_seed": config.seed,
         "limit": config.limit,
         "size": config.size,
@@ -153,46 +156,80 @@ def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "; ".join(changes) or "unknown fields"
 
 
-def bind_run(store: Store, run_json: dict[str, Any], force_new_run: bool) -> None:
-    """Create run.json, or check that the existing one was made from the same plan."""
-    data = json.dumps(run_json, indent=2, sort_keys=True, default=str).encode()
-    if store.put_if_absent(RUN_JSON, data):
+def _delete_own(rd: RunDir) -> None:
+    """Delete the run's own objects (shards, PNGs of its naming, summary.json); nothing else."""
+    listing = rd.listing()
+    for key in [shard_key(s) for s in listing.shards] + listing.images:
+        rd.store.delete(key)
+    rd.store.delete(SUMMARY_JSON)
+
+
+def check_output(rd: RunDir, force_new_run: bool) -> None:
+    """Refuse (StoreError, exit 3) an output that holds anything but a dermgen run, before any work.
+
+    An empty or new output, or one holding a dermgen run.json, passes. Shards or PNGs without run.json
+    (run.json lost) are refused with the ways to recover; other files are refused unless
+    --force-new-run, and even then never deleted.
+    """
+    listing = rd.listing()
+    if listing.run_json:
+        rd.info()  # StoreError if it is not a dermgen run.json
         return
-    try:
-        existing = json.loads(store.get(RUN_JSON))
-    except (KeyError, ValueError):
-        existing = {}
-    if existing.get("binding") == run_json["binding"]:
+    if listing.empty:
+        return
+    if listing.shards or listing.images:
+        if not force_new_run:
+            raise StoreError(
+                f"--output: {rd.uri} holds {len(listing.shards)} shard(s) and {len(listing.images)} image(s) "
+                "but no run.json, so they cannot be tied to a plan. To recover, restore run.json (from a "
+                "backup or a copy of the run) and re-run the same command; or pass --force-new-run to delete "
+                "those shards and images and start over; or choose another --output"
+            )
+        log.warning("--force-new-run: deleting shards and images without run.json at %s", rd.uri)
+        _delete_own(rd)
         return
     if not force_new_run:
+        shown = ", ".join(listing.strays[:3]) + (", ..." if len(listing.strays) > 3 else "")
+        raise StoreError(
+            f"--output: {rd.uri} is not empty and holds no dermgen run ({len(listing.strays)} other "
+            f"file(s): {shown}); choose a new or empty --output, or pass --force-new-run to write the run "
+            "beside them (they are never modified or deleted)"
+        )
+
+
+def bind_run(store: Store, run_json: dict[str, Any], force_new_run: bool) -> None:
+    """Create run.json, or check that the existing one was made from the same plan."""
+    rd = RunDir(store)
+    info = RunInfo.model_validate(run_json)
+    if rd.write_info(info, create=True):
+        return
+    existing = rd.info()
+    if existing.binding is not None and existing.binding.model_dump() == info.binding.model_dump():
+        return
+    if not force_new_run:
+        old = existing.binding.model_dump(mode="json") if existing.binding else {}
         raise PlanMismatchError(
-            f"{store.uri} already holds run {existing.get('run_id', '?')} made from a different plan "
-            f"({_describe_change(existing.get('binding', {}), run_json['binding'])}); use another --output, "
+            f"{store.uri} already holds run {existing.run_id} made from a different plan "
+            f"({_describe_change(old, info.binding.model_dump(mode='json'))}); use another --output, "
             "or --force-new-run to delete it and start over"
         )
     log.warning("--force-new-run: deleting the existing run at %s", store.uri)
-    for prefix in ("shards/", "images/", SUMMARY_JSON):
-        store.delete_prefix(prefix)
-    store.put(RUN_JSON, data)
+    _delete_own(rd)
+    rd.write_info(info, create=False)
 
 
-def committed_summaries(store: Store) -> dict[str, dict[str, Any]]:
-    """Per committed shard, the counts the scheduler needs to resume."""
+def committed_summaries(store: Store, run_id: str | None = None) -> dict[str, dict[str, Any]]:
+    """Per committed shard, the counts the scheduler needs to resume. With `run_id`, a shard holding rows
+    of another run is refused (StoreError): it is never adopted."""
     out: dict[str, dict[str, Any]] = {}
-    for shard_id, table in iter_shard_tables(store, ["entry_id", "index", "status", "kept", "drop_reasons"]):
-        rows = table.to_pylist()
-        reasons: Counter[str] = Counter()
-        for r in rows:
-            reasons.update(r["drop_reasons"] or [])
-        out[shard_id] = {
-            "shard_id": shard_id,
-            "entry_id": rows[0]["entry_id"] if rows else shard_id.rsplit("-", 2)[0],
-            "planned": len(rows),
-            "ok": sum(r["status"] == "ok" for r in rows),
-            "kept": sum(bool(r["kept"]) for r in rows),
-            "end": max((r["index"] for r in rows), default=-1) + 1,
-            "drop_reasons": dict(reasons),
-        }
+    for shard_id, summary in RunDir(store).shard_summaries().items():
+        if run_id is not None and summary.run_ids and summary.run_ids != (run_id,):
+            raise StoreError(
+                f"{store.url(shard_key(shard_id))} holds rows of run(s) {', '.join(summary.run_ids)}, not of "
+                f"run {run_id} bound at this output; it was copied in from another run. Move it away, or "
+                "pass --force-new-run to delete this run and start over"
+            )
+        out[shard_id] = summary.as_dict()
     return out
 
 
@@ -205,12 +242,15 @@ def prepare_run(config: GenerateConfig) -> PreparedRun:
     """Validate, check the output, bind the run and find what is left to do. No GPU work."""
     manifest, plan, loras, fingerprint = validate(config)
     store = open_store(config.output)
-    store.check_writable()
+    store.check_writable()  # the probe it writes is removed at once
+    check_output(RunDir(store), config.force_new_run)
     binding = binding_for(config, manifest, loras, fingerprint)
     run_id = run_id_for(binding)
     run_json = {
         "run_id": run_id,
+        "kind": "generated",
         "binding": binding,
+        "plan_size": plan.size,
         "created_at": datetime.now(timezone.utc).isoformat(),
         "config": redact(config.model_dump()),
         "manifest": manifest.model_dump(mode="json"),
@@ -219,7 +259,7 @@ def prepare_run(config: GenerateConfig) -> PreparedRun:
         "environment": environment(),
     }
     bind_run(store, run_json, config.force_new_run)
-    committed = committed_summaries(store)
+    committed = committed_summaries(store, run_id)
     scheduler = ShardScheduler(plan, committed, topup=config.filter != "none")
     opts = WorkerOptions(
         model=model_arg(config, manifest),
@@ -244,7 +284,8 @@ def prepare_run(config: GenerateConfig) -> PreparedRun:
 
 def finalize_run(run: PreparedRun, stats: dict[str, Any]) -> dict[str, Any]:
     """Sweep orphaned attempts and write summary.json; returns the summary."""
-    orphans = sweep_orphans(run.store)
+    rd = RunDir(run.store)
+    orphans = rd.sweep_orphans(run.run_id, {e.id for e in run.manifest.entries})
     entries = run.scheduler.report()
     by_label: dict[str, dict[str, int]] = {}
     for e in entries.values():
@@ -262,10 +303,11 @@ def finalize_run(run: PreparedRun, stats: dict[str, Any]) -> dict[str, Any]:
         "kept_total": sum(e["kept"] for e in entries.values()),
         "generated": sum(e["generated"] for e in entries.values()),
         "orphans_removed": len(orphans),
+        "committed_shards": rd.shard_ids(),
         "resumed_shards": run.resumed_shards,
         **stats,
     }
-    run.store.put(SUMMARY_JSON, json.dumps(summary, indent=2, sort_keys=True, default=str).encode())
+    rd.write_summary(summary)
     for entry_id in run.scheduler.shortfalls():
         e = entries[entry_id]
         log.warning(

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dermgen.errors import StoreError
+from dermgen.uri import parse_uri
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+TEMP_SUFFIX = ".tmp"
 
 
 def _check_key(key: str) -> str:
@@ -80,6 +82,24 @@ class Store(ABC):
         """A filesystem path for `key` when the store is local, else None."""
         return None
 
+    def open_input(self, key: str):
+        """A seekable binary file over `key` (KeyError if absent); ranged reads where the backend has them."""
+        import io
+
+        return io.BytesIO(self.get(key))
+
+    def check_readable(self) -> None:
+        """Raise StoreError with a clear reason if the root cannot be read (missing folder or bucket)."""
+        return None
+
+    def temp_files(self, prefix: str = "") -> list[str]:
+        """Leftover temp files of interrupted writes (only local folders have them)."""
+        return []
+
+    def delete_temp(self, key: str) -> None:
+        """Remove one leftover temp file listed by `temp_files`."""
+        return None
+
 
 class LocalStore(Store):
     """A folder on a local or network filesystem."""
@@ -95,19 +115,55 @@ class LocalStore(Store):
         return str(self._path(key))
 
     def _write_temp(self, path: Path, data: bytes) -> str:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; runs are shared data, honour the umask
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        return tmp
+        """Write `data` beside `path` under a dot-name ending in ``.tmp``; on any failure (disk full, quota,
+        permissions) the temp file is removed and StoreError (exit 3) says why."""
+        tmp = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; runs are shared data, honour the umask
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            return tmp
+        except OSError as exc:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+            raise StoreError(
+                f"cannot write {self.url(path.relative_to(self.root).as_posix())}: {exc.strerror or exc}"
+            ) from None
+
+    def temp_files(self, prefix: str = "") -> list[str]:
+        """Keys of this store's own leftover temp files (``.<name>.<random>.tmp``) under `prefix`."""
+        base = self.root / prefix if prefix else self.root
+        if not base.is_dir():
+            return []
+        out = []
+        for dirpath, _, files in os.walk(base):
+            for name in files:
+                if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+                    out.append(Path(dirpath, name).relative_to(self.root).as_posix())
+        return out
+
+    def delete_temp(self, key: str) -> None:
+        """Remove a leftover temp file found by `temp_files` (its key is a dot-name, not an object key)."""
+        try:
+            (self.root / key).unlink()
+        except FileNotFoundError:
+            pass
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         tmp = self._write_temp(path, data)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            os.unlink(tmp)
+            raise StoreError(f"cannot write {self.url(key)}: {exc.strerror or exc}") from None
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
@@ -117,6 +173,8 @@ class LocalStore(Store):
             return True
         except FileExistsError:
             return False
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.url(key)}: {exc.strerror or exc}") from None
         finally:
             os.unlink(tmp)
 
@@ -125,6 +183,19 @@ class LocalStore(Store):
             return self._path(key).read_bytes()
         except FileNotFoundError:
             raise KeyError(key) from None
+        except IsADirectoryError:
+            raise KeyError(key) from None
+
+    def open_input(self, key: str):
+        """A seekable binary file for `key` (for ranged reads of Parquet)."""
+        try:
+            return open(self._path(key), "rb")
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def check_readable(self) -> None:
+        if not self.root.is_dir():
+            raise StoreError(f"{self.uri!r} does not exist or is not a folder")
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -136,7 +207,7 @@ class LocalStore(Store):
         start = base if base.is_dir() else base.parent
         for dirpath, _, files in os.walk(start):
             for name in files:
-                if name.startswith(".") and name.endswith(".tmp"):
+                if name.startswith(".") and name.endswith(TEMP_SUFFIX):
                     continue
                 key = Path(dirpath, name).relative_to(self.root).as_posix()
                 if key.startswith(prefix):
@@ -194,15 +265,12 @@ class S3Store(Store):
     MULTIPART_THRESHOLD = 16 * 1024 * 1024
 
     def __init__(self, uri: str, *, max_attempts: int = 8, client=None) -> None:
-        if not uri.startswith("s3://"):
+        parsed = parse_uri(uri)
+        if not parsed.is_s3:
             raise StoreError(f"--output: {uri!r} is not an s3:// URI")
-        rest = uri[len("s3://") :]
-        bucket, _, prefix = rest.partition("/")
-        if not bucket:
-            raise StoreError(f"--output: {uri!r} names no bucket, expected s3://bucket/prefix")
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
-        self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.bucket = parsed.bucket
+        self.prefix = parsed.prefix
+        self.uri = str(parsed)
         self.max_attempts = max_attempts
         self._client = client
         self.conditional_writes = True
@@ -327,8 +395,11 @@ class S3Store(Store):
         try:
             return self._call("get", fetch)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
                 raise KeyError(key) from None
+            if code == "NoSuchBucket":
+                raise StoreError(f"bucket {self.bucket!r} does not exist ({self.uri})") from None
             raise
 
     def exists(self, key: str) -> bool:
@@ -343,6 +414,8 @@ class S3Store(Store):
             raise
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        from botocore.exceptions import ClientError
+
         if prefix:  # a folder-like prefix ("shards/") is fine here, unlike in an object key
             _check_key(prefix.rstrip("/"))
             full = f"{self.prefix}/{prefix}" if self.prefix else prefix
@@ -354,7 +427,11 @@ class S3Store(Store):
             kwargs = {"Bucket": self.bucket, "Prefix": full}
             if token:
                 kwargs["ContinuationToken"] = token
-            resp = self._call("list", self.client.list_objects_v2, **kwargs)
+            try:
+                resp = self._call("list", self.client.list_objects_v2, **kwargs)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                raise StoreError(f"cannot list {self.uri}: {code or 'error'}") from None
             for obj in resp.get("Contents", []):
                 yield obj["Key"][strip:]
             if not resp.get("IsTruncated"):
@@ -364,30 +441,43 @@ class S3Store(Store):
     def delete(self, key: str) -> None:
         self._call("delete", self.client.delete_object, Bucket=self.bucket, Key=self._key(key))
 
-    def check_writable(self) -> None:
+    def open_input(self, key: str):
+        from dermgen.rundir.fs import S3RangeReader
+
+        return S3RangeReader(self, key)
+
+    def check_readable(self) -> None:
+        self._head_bucket(what="run")
+
+    def _head_bucket(self, what: str = "--output") -> None:
         from botocore.exceptions import ClientError, NoCredentialsError
 
         try:
             self._call("head bucket", self.client.head_bucket, Bucket=self.bucket)
         except NoCredentialsError:
             raise StoreError(
-                f"--output: no AWS credentials found for {self.uri!r}; set AWS_ACCESS_KEY_ID/"
+                f"{what}: no AWS credentials found for {self.uri!r}; set AWS_ACCESS_KEY_ID/"
                 "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role"
             ) from None
         except ClientError as exc:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if status == 404:
-                raise StoreError(f"--output: bucket {self.bucket!r} does not exist ({self.uri})") from None
+                raise StoreError(f"{what}: bucket {self.bucket!r} does not exist ({self.uri})") from None
             if status in (401, 403):
                 raise StoreError(
-                    f"--output: access to bucket {self.bucket!r} denied; check the credentials and their "
+                    f"{what}: access to bucket {self.bucket!r} denied; check the credentials and their "
                     "permissions (s3:ListBucket, s3:PutObject, s3:GetObject, s3:DeleteObject)"
                 ) from None
-            raise StoreError(f"--output: cannot reach bucket {self.bucket!r}: HTTP {status}") from None
+            raise StoreError(f"{what}: cannot reach bucket {self.bucket!r}: HTTP {status}") from None
         except StoreError:
             raise
         except Exception as exc:
-            raise StoreError(f"--output: cannot reach {self.uri!r}: {type(exc).__name__}") from None
+            raise StoreError(f"{what}: cannot reach {self.uri!r}: {type(exc).__name__}") from None
+
+    def check_writable(self) -> None:
+        from botocore.exceptions import ClientError
+
+        self._head_bucket()
         probe = f"_dermgen/probe-{uuid.uuid4().hex}"
         try:
             self.put(probe, b"")
@@ -397,16 +487,10 @@ class S3Store(Store):
             raise StoreError(f"--output: {self.uri!r} is not writable ({code})") from None
 
 
-def open_store(uri: str | os.PathLike) -> Store:
-    """A store for a local path or an s3:// URI."""
-    text = str(uri)
-    if text.startswith("s3://"):
-        return S3Store(text)
-    if "://" in text:
-        raise StoreError(
-            f"--output: unsupported URI scheme in {text!r}; expected a local path or s3://bucket/prefix"
-        )
-    return LocalStore(text)
+def open_store(uri: str | os.PathLike, what: str = "--output") -> Store:
+    """A store for a local path or an s3:// URI (parsed by `dermgen.uri.parse_uri`)."""
+    parsed = parse_uri(uri, what)
+    return S3Store(str(parsed)) if parsed.is_s3 else LocalStore(parsed.path)
 
 
 def download_to_cache(uri: str) -> Path:

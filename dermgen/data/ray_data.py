@@ -1,4 +1,5 @@
-"""A run as a Ray Data dataset, for Ray Train users: ``ray.data.read_parquet`` on the shards as they are.
+"""A run as a Ray Data dataset, for Ray Train users: ``ray.data.read_parquet`` on exactly the run's committed
+shards (listed by `dermgen.rundir`, read through the run store's one client configuration).
 
     from dermgen.data.ray_data import read_run
     ds = read_run("s3://bucket/derm-6k", image_size=224)   # rows: image (HxWx3 uint8), label, sample_id, ...
