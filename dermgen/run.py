@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from dermgen.config import GenerateConfig
@@ -25,8 +26,9 @@ from dermgen.pipeline import (
     resolve_model,
 )
 from dermgen.plan import Plan, plan_run
+from dermgen.prompts import warn_truncated
 from dermgen.provenance import environment, redact
-from dermgen.rundir import SUMMARY_JSON, RunDir, RunInfo, shard_key
+from dermgen.rundir import RunDir, RunInfo, shard_key
 from dermgen.scheduler import ShardScheduler
 from dermgen.store import Store, open_store
 from dermgen.tiny import TINY_DEFAULT_SIZE
@@ -39,6 +41,7 @@ BINDING_FIELDS = (
     "manifest_sha256",
     "model",
     "loras",
+    "manifest_loras",
     "run_seed",
     "limit",
     "size",
@@ -87,7 +90,16 @@ def validate(config: GenerateConfig) -> tuple[Manifest, Plan, list[LoraSpec], st
     manifest = load_manifest(config.resolved_manifest())
     model = model_arg(config, manifest)
     loras = [LoraSpec.parse(text) for text in config.lora]
-    for path in [s.path for s in loras] + [lr.path for e in manifest.entries for lr in e.loras]:
+    named = [("--lora", s.path) for s in loras]
+    named += [(f"manifest entries[{e.id}].loras", lr.path) for e in manifest.entries for lr in e.loras]
+    for arg, path in named:
+        if not is_s3(path) and Path(path).expanduser().is_dir():
+            raise ConfigError(
+                f"{arg}: {path!r} is a folder; expected a .safetensors LoRA file "
+                "(e.g. the pytorch_lora_weights.safetensors inside it)"
+            )
+        if not is_s3(path) and not Path(path).expanduser().exists():
+            raise ConfigError(f"{arg}: {path!r} does not exist; expected a .safetensors LoRA file")
         check_lora_file(path, allow_pickle=config.allow_pickle)
         check_lora_compatible(path, model)
     if config.filter_overrides and config.filter == "none":
@@ -106,6 +118,7 @@ def validate(config: GenerateConfig) -> tuple[Manifest, Plan, list[LoraSpec], st
                 raise ConfigError(
                     f"{config.resolved_manifest().name}: entries[{entry.id}].filter: {exc}"
                 ) from None
+    warn_truncated(manifest.entries)
     fingerprint = model_fingerprint(model, allow_pickle=config.allow_pickle)
     resolved = resolve_model(model, allow_pickle=config.allow_pickle, fetch=False)
     if resolved.kind == "single_file" and resolved.path and resolved.path.endswith(".safetensors"):
@@ -156,14 +169,6 @@ def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "; ".join(changes) or "unknown fields"
 
 
-def _delete_own(rd: RunDir) -> None:
-    """Delete the run's own objects (shards, PNGs of its naming, summary.json); nothing else."""
-    listing = rd.listing()
-    for key in [shard_key(s) for s in listing.shards] + listing.images:
-        rd.store.delete(key)
-    rd.store.delete(SUMMARY_JSON)
-
-
 def check_output(rd: RunDir, force_new_run: bool) -> None:
     """Refuse (StoreError, exit 3) an output that holds anything but a dermgen run, before any work.
 
@@ -183,10 +188,10 @@ def check_output(rd: RunDir, force_new_run: bool) -> None:
                 f"--output: {rd.uri} holds {len(listing.shards)} shard(s) and {len(listing.images)} image(s) "
                 "but no run.json, so they cannot be tied to a plan. To recover, restore run.json (from a "
                 "backup or a copy of the run) and re-run the same command; or pass --force-new-run to delete "
-                "those shards and images and start over; or choose another --output"
+                "those shards and the images of their run and start over; or choose another --output"
             )
         log.warning("--force-new-run: deleting shards and images without run.json at %s", rd.uri)
-        _delete_own(rd)
+        rd.delete_run(set())
         return
     if not force_new_run:
         shown = ", ".join(listing.strays[:3]) + (", ..." if len(listing.strays) > 3 else "")
@@ -214,7 +219,7 @@ def bind_run(store: Store, run_json: dict[str, Any], force_new_run: bool) -> Non
             "or --force-new-run to delete it and start over"
         )
     log.warning("--force-new-run: deleting the existing run at %s", store.uri)
-    _delete_own(rd)
+    rd.delete_run({existing.run_id})
     rd.write_info(info, create=False)
 
 

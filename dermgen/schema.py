@@ -66,6 +66,9 @@ _FIELDS = [
     pa.field("node", pa.string()),
     pa.field("device", pa.string()),
     pa.field("created_at", pa.timestamp("ms", tz="UTC")),
+    # CLIP tokens of the prompt (without begin/end) and whether the text encoder cut it off (> 75)
+    pa.field("prompt_tokens", pa.int32()),
+    pa.field("prompt_truncated", pa.bool_()),
 ]
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in _FIELDS)
@@ -111,6 +114,20 @@ SHARD_SCHEMA = pa.schema(
         b"huggingface": json.dumps({"info": {"features": _hf_features()}}).encode(),
     },
 )
+
+
+REQUIRED_COLUMNS: frozenset[str] = frozenset(f.name for f in _FIELDS if not f.nullable)
+
+
+def check_row(row: dict) -> dict:
+    """A shard row as the schema defines it: ValueError naming unknown or missing required columns."""
+    unknown = set(row) - set(COLUMNS)
+    missing = {c for c in REQUIRED_COLUMNS if row.get(c) is None}
+    if unknown or missing:
+        raise ValueError(
+            f"shard row {row.get('sample_id')!r}: unknown columns {sorted(unknown)}, missing {sorted(missing)}"
+        )
+    return row
 
 
 def empty_scores() -> dict[str, float | None]:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from dermgen.errors import StoreError
 from dermgen.rundir.layout import RUN_JSON, SUMMARY_JSON, image_key, shard_key
-from dermgen.schema import SHARD_SCHEMA
+from dermgen.schema import SHARD_SCHEMA, check_row
 from dermgen.store import Store
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,8 @@ __all__ = ["RUN_JSON", "SUMMARY_JSON", "CommitResult", "commit_shard", "image_ke
 
 
 def rows_to_table(rows: list[dict]) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)
+    """Rows -> a table of the one shard schema; every row checked against it first."""
+    return pa.Table.from_pylist([check_row(r) for r in rows], schema=SHARD_SCHEMA)
 
 
 def table_to_parquet(table: pa.Table) -> bytes:

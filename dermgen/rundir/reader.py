@@ -189,6 +189,23 @@ class RunDir:
             )
         return orphans + temps
 
+    def delete_run(self, run_ids: set[str]) -> int:
+        """Delete a run's own objects (for --force-new-run): its shards, the PNGs they reference or that
+        carry one of `run_ids` (or the run_id of a shard's rows), summary.json. Nothing else. Returns the
+        count deleted."""
+        listing = self.listing()
+        run_ids = set(run_ids)
+        refs: set[str] = set()
+        for _, table in self.iter_tables(["run_id", "image"], listing.shards):
+            run_ids.update(table.column("run_id").to_pylist())
+            refs.update(img["path"] for img in table.column("image").to_pylist() if img and img.get("path"))
+        doomed = [shard_key(s) for s in listing.shards]
+        doomed += [k for k in listing.images if k in refs or _png_run_id(self.store, k) in run_ids]
+        doomed += [SUMMARY_JSON] if listing.summary_json else []
+        for key in doomed:
+            self.store.delete(key)
+        return len(doomed)
+
     def is_local(self) -> bool:
         return isinstance(self.store, LocalStore)
 
