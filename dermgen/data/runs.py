@@ -254,15 +254,16 @@ class Run:
         return "arrow" if self.io == "auto" else self.io
 
     def filesystem(self):
-        """(pyarrow filesystem over the run's store, base path ""): shard paths are keys (`shard_path`)."""
+        """(pyarrow filesystem, base path) over the run's store; a shard's path is `shard_path`."""
         from dermgen.rundir.fs import store_filesystem
 
         self._check_process()
-        return store_filesystem(self.store), ""
+        return store_filesystem(self.store)
 
     def shard_path(self, shard_id: str) -> str:
-        """The shard's path on `filesystem()` (its key under the run's root)."""
-        return shard_key(shard_id)
+        """The shard's path on `filesystem()`."""
+        _, base = self.filesystem()
+        return base + shard_key(shard_id)
 
     def shard_files(self) -> list[str]:
         """Local paths or s3:// URLs of exactly the committed shards (for tools that take file lists)."""
@@ -327,6 +328,29 @@ class Run:
             out.append(value.as_py())
         return out
 
+    def _check_rows(self, shard_id: str, rows: list[dict[str, Any]], seen: dict[str, str]) -> None:
+        for row in rows:
+            sid = row["sample_id"]
+            if sid in seen:
+                raise StoreError(
+                    f"{self.uri}: sample_id {sid} is in shard {seen[sid]} and again in {shard_id}; "
+                    "a shard was copied or a run merged twice (run `dermgen verify`)"
+                )
+            seen[sid] = shard_id
+            if row["shard_id"] != shard_id or (self.run_id is not None and row["run_id"] != self.run_id):
+                raise StoreError(
+                    f"{self.uri}: shard {shard_id} holds row {sid} of shard {row['shard_id']!r}, run "
+                    f"{row['run_id']!r}; it does not belong to this run (run `dermgen verify`)"
+                )
+
+    def check_rows(self) -> None:
+        """Raise StoreError if a sample_id appears twice or a shard holds another shard's or run's rows
+        (reads three small columns of every shard)."""
+        seen: dict[str, str] = {}
+        for shard_id in self.shard_ids:
+            rows = self.parquet_file(shard_id).read(columns=["sample_id", "shard_id", "run_id"]).to_pylist()
+            self._check_rows(shard_id, rows, seen)
+
     def select(self, selection: Selection | None = None) -> RowIndex:
         """Selected rows in a deterministic order (shard id, then row), grouped into row-group units."""
         selection = selection or Selection()
@@ -337,19 +361,7 @@ class Run:
         seen: dict[str, str] = {}
         for shard_id in self.shard_ids:
             rows, sizes = self.read_metadata(shard_id)
-            for row in rows:
-                sid = row["sample_id"]
-                if sid in seen:
-                    raise StoreError(
-                        f"{self.uri}: sample_id {sid} is in shard {seen[sid]} and again in {shard_id}; "
-                        "a shard was copied or a run merged twice (run `dermgen verify`)"
-                    )
-                seen[sid] = shard_id
-                if row["shard_id"] != shard_id or (self.run_id is not None and row["run_id"] != self.run_id):
-                    raise StoreError(
-                        f"{self.uri}: shard {shard_id} holds row {sid} of shard {row['shard_id']!r}, run "
-                        f"{row['run_id']!r}; it does not belong to this run (run `dermgen verify`)"
-                    )
+            self._check_rows(shard_id, rows, seen)
             start = 0
             for rg, size in enumerate(sizes):
                 offsets, positions = [], []

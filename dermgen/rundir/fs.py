@@ -122,10 +122,11 @@ class _StoreHandler(pafs.FileSystemHandler):
     delete_file = move = copy_file = open_output_stream = open_append_stream = _read_only
 
 
-def store_filesystem(store: Any) -> pafs.FileSystem:
-    """A pyarrow filesystem over `store` (paths = keys); a plain LocalFileSystem for local folders."""
+def store_filesystem(store: Any) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, base path) for `store`: a key's path is ``base + key``. Local folders use
+    pyarrow's LocalFileSystem and absolute paths; S3 goes through the store's own client."""
     from dermgen.store import LocalStore
 
     if isinstance(store, LocalStore):
-        return pafs.SubTreeFileSystem(str(store.root), pafs.LocalFileSystem())
-    return pafs.PyFileSystem(_StoreHandler(store))
+        return pafs.LocalFileSystem(), f"{store.root}/"
+    return pafs.PyFileSystem(_StoreHandler(store)), ""
