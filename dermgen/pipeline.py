@@ -18,6 +18,7 @@ import numpy as np
 from dermgen.errors import ConfigError
 from dermgen.hashing import sha256_file, sha256_state_dict, sha256_tree, short_hash
 from dermgen.samplers import make_scheduler, scheduler_description
+from dermgen.uri import is_s3
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def resolve_model(model: str, *, allow_pickle: bool = False, fetch: bool = True)
         return ResolvedModel("tiny", "tiny")
     if model == "derm-t2im":
         return _resolve_derm_t2im(allow_pickle=allow_pickle, fetch=fetch)
-    if model.startswith("s3://"):
+    if is_s3(model):
         if not fetch:
             _check_suffix(model, "--model", allow_pickle)
             return ResolvedModel(model, "single_file", None)
@@ -368,7 +369,7 @@ class Renderer:
 
     def _ensure_lora(self, spec: LoraSpec) -> str:
         local = spec.path
-        if local.startswith("s3://"):
+        if is_s3(local):
             from dermgen.store import download_to_cache
 
             local = str(download_to_cache(local))
@@ -436,7 +437,7 @@ class Renderer:
 
 def check_lora_file(path: str, *, allow_pickle: bool = False) -> None:
     """Refuse missing or pickled adapter files before loading them."""
-    if path.startswith("s3://"):
+    if is_s3(path):
         return
     p = Path(path)
     if p.is_dir():
@@ -459,7 +460,7 @@ def model_fingerprint(model: str, *, allow_pickle: bool = False) -> str:
 
         return f"tiny:seed={TINY_SEED}"
     resolved = resolve_model(model, allow_pickle=allow_pickle, fetch=False)
-    if model.startswith("s3://"):
+    if is_s3(model):
         from dermgen.store import S3Store
 
         bucket_uri, _, name = model.rpartition("/")
@@ -498,7 +499,7 @@ def check_lora_compatible(lora_path: str, model: str) -> None:
     so a mismatch costs milliseconds instead of a failed GPU job. Adapters in other key layouts
     (e.g. kohya `lora_unet_*`) are checked when loaded.
     """
-    if lora_path.startswith("s3://"):
+    if is_s3(lora_path):
         return
     p = Path(lora_path)
     files = sorted(p.glob("*.safetensors")) if p.is_dir() else [p]

@@ -195,7 +195,7 @@ class LocalStore(Store):
 
     def check_readable(self) -> None:
         if not self.root.is_dir():
-            raise StoreError(f"{self.uri!r} does not exist or is not a folder")
+            raise StoreError(f"{self.uri!r} does not exist or is not a folder (no run.json, no shards)")
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
