@@ -19,3 +19,17 @@ def test_read_run_with_ray_data(ray_local, crafted_run, crafted_selected):
     assert (
         isinstance(r["image"], np.ndarray) and r["image"].shape == (4, 4, 3) and r["image"].dtype == np.uint8
     )
+
+
+@pytest.mark.slow
+def test_read_run_from_s3_reads_exactly_the_committed_shards(ray_local, s3_tiny_run):
+    """Ray Data reads an S3 run through the run's store (one client configuration); a stray copy of a
+    shard beside it is not counted."""
+    from dermgen.data.ray_data import read_run
+    from dermgen.rundir import RunDir, shard_key
+
+    rd = RunDir(s3_tiny_run)
+    sid = rd.shard_ids()[0]
+    rd.store.put(f"shards/{sid} (copy).parquet", rd.store.get(shard_key(sid)))
+    rows = read_run(s3_tiny_run, image_size=8, verify_images=True).take_all()
+    assert len(rows) == 16 and len({r["sample_id"] for r in rows}) == 16

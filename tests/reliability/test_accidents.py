@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SMOKE_MANIFEST, one_torch_thread, small_run
+from support import REPO_ROOT
 
 from dermgen.cli import main
 from dermgen.errors import PlanMismatchError, StoreError
@@ -18,6 +18,7 @@ from dermgen.shards import table_to_parquet
 from dermgen.store import LocalStore, open_store
 
 SHARD = "benign_mole-0000000-0000002"
+SMOKE_MANIFEST = str(REPO_ROOT / "manifests" / "smoke.yaml")
 SMOKE_ARGS = ["--manifest", SMOKE_MANIFEST, "--model", "tiny", "--limit", "8", "--size", "64"]
 SMOKE_ARGS += ["--shard-size", "2", "--batch-size", "2", "--filter", "none", "--no-ray"]
 
@@ -58,7 +59,7 @@ def test_output_holding_other_objects_on_s3_is_refused(s3_bucket, base_run, caps
     assert sorted(store.list()) == ["images/team/photo.png"]
 
 
-def test_forced_run_beside_other_files_never_deletes_them(tmp_path, base_run):
+def test_forced_run_beside_other_files_never_deletes_them(tmp_path, base_run, gen):
     """With --force-new-run the run is written beside foreign files; its orphan sweep leaves them alone, even
     a PNG named like the run's own whose embedded run_id is not this run's."""
     out = tmp_path / "out"
@@ -70,8 +71,7 @@ def test_forced_run_beside_other_files_never_deletes_them(tmp_path, base_run):
     for key, data in foreign.items():
         (out / key).parent.mkdir(parents=True, exist_ok=True)
         (out / key).write_bytes(data)
-    with one_torch_thread():
-        summary = small_run(out, force_new_run=True)
+    summary = gen(out, force_new_run=True)
     assert summary["complete"] and summary["orphans_removed"] == 0
     for key, data in foreign.items():
         assert (out / key).read_bytes() == data
@@ -105,7 +105,7 @@ def test_lost_run_json_with_shards_is_refused_with_a_way_to_recover(run_copy, ca
     assert tree(run_copy) == before
 
 
-def test_shard_of_another_run_is_never_adopted(run_copy):
+def test_shard_of_another_run_is_never_adopted(run_copy, gen):
     rd = RunDir(LocalStore(run_copy))
     rows = rd.read_shard(SHARD).to_pylist()
     for r in rows:
@@ -114,7 +114,7 @@ def test_shard_of_another_run_is_never_adopted(run_copy):
         table_to_parquet(rd.read_shard(SHARD).from_pylist(rows, rd.read_shard(SHARD).schema))
     )
     with pytest.raises(StoreError, match="holds rows of run"):
-        small_run(run_copy)
+        gen(run_copy)
     assert main(["verify", str(run_copy)]) == 5
 
 
@@ -214,11 +214,10 @@ def test_disk_full_is_a_store_error_and_leaves_no_temp_file(tmp_path, monkeypatc
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
-def test_resume_sweeps_temp_files_of_an_interrupted_write(run_copy):
+def test_resume_sweeps_temp_files_of_an_interrupted_write(run_copy, gen):
     stale = run_copy / "shards" / f".{SHARD}.parquet.abc123.tmp"
     stale.write_bytes(b"half a shard")
-    with one_torch_thread():
-        summary = small_run(run_copy)
+    summary = gen(run_copy)
     assert summary["complete"] and not stale.exists()
     assert main(["verify", "--skip-images", str(run_copy)]) == 0
 
