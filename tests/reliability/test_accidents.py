@@ -248,3 +248,30 @@ def test_long_prompts_are_flagged_and_warned_once_per_entry(caplog):
     with caplog.at_level("WARNING", logger="dermgen.prompts"):
         assert warn_truncated(m.entries) == ["a"]
     assert len(caplog.records) == 1 and "entry a: prompt is" in caplog.text
+
+
+def test_verify_checks_adapters_and_their_hashes(tmp_path, gen, capsys):
+    """A run with a --lora and a manifest adapter verifies clean; a row whose adapter hash differs from the
+    one bound in run.json (a swapped file mid-run) is a problem."""
+    from support import make_lora
+
+    a = make_lora(tmp_path / "a", seed=0)
+    b = make_lora(tmp_path / "b", seed=1)
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "name: m\nmodel: tiny\nentries:\n  - {id: e, label: benign, prompt: mole, count: 2, steps: 2, size: 64,"
+        " loras: [{path: b/pytorch_lora_weights.safetensors, scale: 0.5}]}\n"
+    )
+    out = tmp_path / "out"
+    gen(out, manifest=str(manifest), limit=2, lora=[f"{a}:0.8"])
+    assert main(["verify", str(out)]) == 0
+    rd = RunDir(LocalStore(out))
+    sid = rd.shard_ids()[0]
+    table = rd.read_shard(sid)
+    rows = table.to_pylist()
+    assert {lr["path"] for lr in rows[0]["loras"]} == {str(a), str(b)}
+    rows[0]["loras"] = [dict(lr, sha256="f" * 64) if lr["path"] == str(b) else lr for lr in rows[0]["loras"]]
+    (out / shard_key(sid)).write_bytes(table_to_parquet(table.from_pylist(rows, table.schema)))
+    capsys.readouterr()
+    assert main(["verify", "--skip-images", str(out)]) == 5
+    assert f"adapter {b} has sha256 ffffffffffff..." in capsys.readouterr().out
