@@ -29,7 +29,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     by_label = plan.targets_by_label() if plan else {}
     targets = plan.targets if plan else {}
     summary = rd.summary()
-    if summary is None:
+    if info.kind == "packed":
+        status = "packed from a folder of images (no generation plan)"
+    elif summary is None:
         status = "in progress or interrupted (no summary.json)"
     else:
         status = "complete" if summary.get("complete") else "finished with a shortfall"

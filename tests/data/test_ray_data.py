@@ -22,11 +22,16 @@ def test_read_run_with_ray_data(ray_local, crafted_run, crafted_selected):
 
 
 @pytest.mark.slow
-def test_read_run_from_s3_reads_exactly_the_committed_shards(ray_local, s3_tiny_run):
+def test_read_run_from_s3_reads_exactly_the_committed_shards(s3_tiny_run, ray_local):
     """Ray Data reads an S3 run through the run's store (one client configuration); a stray copy of a
     shard beside it is not counted."""
+    import ray
+
     from dermgen.data.ray_data import read_run
     from dermgen.rundir import RunDir, shard_key
+
+    ray.shutdown()  # Ray's workers must start with the loopback S3 server's environment
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
 
     rd = RunDir(s3_tiny_run)
     sid = rd.shard_ids()[0]
