@@ -113,7 +113,7 @@ class S3Store(Store):
             time.sleep(random.uniform(0, delay))
             delay = min(delay * 2, 10.0)
 
-    def put(self, key: str, data: bytes) -> None:
+    def _put_raw(self, key: str, data: bytes) -> None:
         if len(data) >= self.MULTIPART_THRESHOLD:
             import io
 
@@ -132,6 +132,16 @@ class S3Store(Store):
             )
         else:
             self._call("put", self.client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write `key`; a refused request (denied, quota, missing bucket) is a StoreError (exit 3)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._put_raw(key, data)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "") or "error"
+            raise StoreError(f"cannot write {self.url(key)}: {code}") from None
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         from botocore.exceptions import ClientError
@@ -261,7 +271,7 @@ class S3Store(Store):
         self._head_bucket()
         probe = f"_dermgen/probe-{uuid.uuid4().hex}"
         try:
-            self.put(probe, b"")
+            self._put_raw(probe, b"")
             self.delete(probe)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")

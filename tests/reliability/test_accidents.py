@@ -214,6 +214,15 @@ def test_disk_full_is_a_store_error_and_leaves_no_temp_file(tmp_path, monkeypatc
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
+def test_s3_write_refused_is_a_store_error(s3_bucket):
+    import boto3
+
+    store = open_store(f"s3://{s3_bucket}/run")
+    boto3.client("s3").delete_bucket(Bucket=s3_bucket)  # gone mid-run
+    with pytest.raises(StoreError, match="cannot write .*NoSuchBucket"):
+        store.put("shards/x.parquet", b"data")
+
+
 def test_resume_sweeps_temp_files_of_an_interrupted_write(run_copy, gen):
     stale = run_copy / "shards" / f".{SHARD}.parquet.abc123.tmp"
     stale.write_bytes(b"half a shard")
