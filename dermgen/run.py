@@ -202,15 +202,16 @@ def check_output(rd: RunDir, force_new_run: bool) -> None:
         )
 
 
-def bind_run(store: Store, run_json: dict[str, Any], force_new_run: bool) -> None:
-    """Create run.json, or check that the existing one was made from the same plan."""
+def bind_run(store: Store, run_json: dict[str, Any], force_new_run: bool) -> str:
+    """Create run.json, or check that the existing one was made from the same plan. Returns the bound
+    run_id (an existing run keeps its own, even if written by a version that hashed fewer fields)."""
     rd = RunDir(store)
     info = RunInfo.model_validate(run_json)
     if rd.write_info(info, create=True):
-        return
+        return info.run_id
     existing = rd.info()
     if existing.binding is not None and existing.binding.model_dump() == info.binding.model_dump():
-        return
+        return existing.run_id
     if not force_new_run:
         old = existing.binding.model_dump(mode="json") if existing.binding else {}
         raise PlanMismatchError(
@@ -221,6 +222,7 @@ def bind_run(store: Store, run_json: dict[str, Any], force_new_run: bool) -> Non
     log.warning("--force-new-run: deleting the existing run at %s", store.uri)
     rd.delete_run({existing.run_id})
     rd.write_info(info, create=False)
+    return info.run_id
 
 
 def committed_summaries(store: Store, run_id: str | None = None) -> dict[str, dict[str, Any]]:
@@ -263,7 +265,7 @@ def prepare_run(config: GenerateConfig) -> PreparedRun:
         "targets_by_label": plan.targets_by_label(),
         "environment": environment(),
     }
-    bind_run(store, run_json, config.force_new_run)
+    run_id = bind_run(store, run_json, config.force_new_run)
     committed = committed_summaries(store, run_id)
     scheduler = ShardScheduler(plan, committed, topup=config.filter != "none")
     opts = WorkerOptions(

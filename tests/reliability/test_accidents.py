@@ -118,6 +118,26 @@ def test_shard_of_another_run_is_never_adopted(run_copy, gen):
     assert main(["verify", str(run_copy)]) == 5
 
 
+def test_a_run_json_of_an_earlier_version_resumes_under_its_own_run_id(run_copy, gen):
+    """run.json written before manifest adapters and the plan size were recorded (and so with a run_id
+    hashed from fewer fields) still resumes: same plan, its own run_id, its shards adopted."""
+    old_id = "0ld0ld0ld0ld0ld0"
+    info = json.loads((run_copy / "run.json").read_text())
+    info["run_id"] = old_id
+    for key in ("kind", "plan_size"):
+        info.pop(key)
+    info["binding"].pop("manifest_loras")
+    (run_copy / "run.json").write_text(json.dumps(info))
+    rd = RunDir(LocalStore(run_copy))
+    for sid in rd.shard_ids():
+        table = rd.read_shard(sid)
+        rows = [dict(r, run_id=old_id) for r in table.to_pylist()]
+        (run_copy / shard_key(sid)).write_bytes(table_to_parquet(table.from_pylist(rows, table.schema)))
+    summary = gen(run_copy)
+    assert summary["complete"] and summary["run_id"] == old_id and summary["generated"] == 8
+    assert main(["verify", "--skip-images", str(run_copy)]) == 0
+
+
 def test_manifest_lora_is_bound_by_content(tmp_path):
     """Swapping the adapter file a manifest names (same path) is a different plan: refused (exit 4)."""
     from support import make_lora
