@@ -162,7 +162,9 @@ def main() -> None:
                     shutil.rmtree(out / "run", ignore_errors=True)
                     secs, _ = timed(dermgen_cmd, env)
                     dermgen_times.append(secs)
-                    summary = json.loads((out / "run" / "summary.json").read_text())
+                    from dermgen.rundir import RunDir
+
+                    summary = RunDir(out / "run").summary()
                     loads.extend(a["load_seconds"] for a in summary["actors"].values())
     finally:
         import ray

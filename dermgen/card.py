@@ -19,15 +19,17 @@ from typing import Any
 import yaml
 
 from dermgen import __version__
-from dermgen.shards import RUN_JSON, SUMMARY_JSON
+from dermgen.errors import StoreError
+from dermgen.rundir import RunDir
+from dermgen.rundir.layout import CARD_MD
 from dermgen.skintone import SKIN_TONES, UNMEASURED, distribution_status, read_tone_rows, tone_counts
-from dermgen.store import Store, open_store
+from dermgen.store import Store
 
 __all__ = ["CARD_FILE", "DEFAULT_LICENSE", "build_card", "size_category", "write_card"]
 
 log = logging.getLogger(__name__)
 
-CARD_FILE = "README.md"
+CARD_FILE = CARD_MD
 DEFAULT_LICENSE = "other"  # the weights' terms decide; set it with `dermgen card --license` before publishing
 DATA_FILES = "shards/*.parquet"
 _ROW_COLUMNS = ("model_id", "model_sha256", "model_hash", "loras")
@@ -239,14 +241,20 @@ def build_card(
 
 def write_card(store: Store | str, license: str = DEFAULT_LICENSE) -> str:
     """Write (or refresh) ``README.md`` of the run at ``store``; returns its path or URL."""
-    store = open_store(store) if isinstance(store, str) else store
-    run = json.loads(store.get(RUN_JSON))
+    rd = RunDir.open(store)
+    store = rd.store
     try:
-        summary = json.loads(store.get(SUMMARY_JSON))
+        existing = store.get(CARD_FILE)
     except KeyError:
-        summary = None
-    rows = read_tone_rows(store, extra=_ROW_COLUMNS)
-    store.put(CARD_FILE, build_card(run, summary, rows, license).encode())
+        existing = None
+    if existing is not None and b"dermgen synthetic skin lesions" not in existing[:4096]:
+        raise StoreError(
+            f"{store.url(CARD_FILE)} exists and is not a dermgen dataset card: left as it is (a run never "
+            "touches what it did not write)"
+        )
+    run = rd.info().model_dump(mode="json")
+    rows = read_tone_rows(rd, extra=_ROW_COLUMNS)
+    store.put(CARD_FILE, build_card(run, rd.summary(), rows, license).encode())
     where = store.local_path(CARD_FILE) or store.url(CARD_FILE)
     log.info("dataset card at %s", where)
     return where

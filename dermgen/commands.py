@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import Counter, defaultdict
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,39 +58,33 @@ class PreprocessOptions(_Options):
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from dermgen.shards import RUN_JSON, SUMMARY_JSON, read_rows
+    from dermgen.rundir import RunDir
     from dermgen.skintone import format_tone_table, skin_tone_summary
-    from dermgen.store import open_store
-    from dermgen.verify import _plan_from_run_json
 
-    store = open_store(args.uri)
-    try:
-        run = json.loads(store.get(RUN_JSON))
-    except KeyError:
-        print(f"error: {args.uri} holds no run.json", file=sys.stderr)
-        return 3
-    table = read_rows(store, ["shard_id", "entry_id", "label", "status", "kept", "drop_reasons"])
-    rows = table.to_pylist()
+    rd = RunDir.open(args.uri)
+    info = rd.info()
+    summaries = rd.shard_summaries()
     per_entry: dict[str, Counter] = defaultdict(Counter)
     per_label: dict[str, Counter] = defaultdict(Counter)
     reasons: Counter = Counter()
-    for r in rows:
-        if not r["kept"]:
-            reasons.update(r["drop_reasons"] or [])
-        for c in (per_entry[r["entry_id"]], per_label[r["label"]]):
-            c["rows"] += 1
-            c["kept"] += bool(r["kept"])
-            c["failed"] += r["status"] != "ok"
-            c["dropped"] += r["status"] == "ok" and not r["kept"]
-    plan = _plan_from_run_json(run)
-    committed = {r["shard_id"] for r in rows}
-    base = {s.shard_id for s in plan.shards}
-    by_label = plan.targets_by_label()
-    try:
-        summary = json.loads(store.get(SUMMARY_JSON))
-        status = "complete" if summary.get("complete") else "finished with a shortfall"
-    except (KeyError, ValueError):
+    for sm in summaries.values():
+        reasons.update(sm.drop_reasons)
+        for label, c in sm.per_label.items():
+            per_label[label].update(c)
+            per_entry[sm.entry_id].update(c)
+    plan = info.plan() if info.has_plan else None
+    committed = set(summaries)
+    base = {s.shard_id for s in plan.shards} if plan else set(committed)
+    by_label = plan.targets_by_label() if plan else {}
+    targets = plan.targets if plan else {}
+    summary = rd.summary()
+    if info.kind == "packed":
+        status = "packed from a folder of images (no generation plan)"
+    elif summary is None:
         status = "in progress or interrupted (no summary.json)"
+    else:
+        status = "complete" if summary.get("complete") else "finished with a shortfall"
+    rows = sum(sm.planned for sm in summaries.values())
 
     def counts(c: Counter, target: int) -> dict:
         return dict(
@@ -101,14 +94,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         )
 
     out = {
-        "uri": store.uri,
-        "run_id": run.get("run_id"),
+        "uri": rd.uri,
+        "run_id": info.run_id,
         "status": status,
-        "rows": len(rows),
+        "rows": rows,
         "kept": sum(c["kept"] for c in per_label.values()),
         "dropped": sum(c["dropped"] for c in per_label.values()),
         "failed": sum(c["failed"] for c in per_label.values()),
-        "target": plan.total_target,
+        "target": plan.total_target if plan else sum(c["kept"] for c in per_label.values()),
         "shards_committed": len(committed),
         "shards_planned": len(base),
         "shards_topup": len(committed - base),
@@ -117,9 +110,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "labels": {
             k: counts(per_label[k], by_label.get(k, 0)) for k in sorted(set(by_label) | set(per_label))
         },
-        "entries": {k: counts(per_entry[k], plan.targets.get(k, 0)) for k in plan.targets},
+        "entries": {k: counts(per_entry[k], targets.get(k, 0)) for k in (targets or sorted(per_entry))},
     }
-    out["skin_tone"] = skin_tone_summary(store, run.get("manifest") or {})
+    out["skin_tone"] = skin_tone_summary(rd, info.manifest or {})
     if args.json:
         print(json.dumps(out, indent=2, sort_keys=True))
         return 0
@@ -151,10 +144,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from dermgen.store import open_store
+    from dermgen.rundir import RunDir
     from dermgen.verify import verify_run
 
-    report = verify_run(open_store(args.uri), check_images=not args.skip_images)
+    report = verify_run(RunDir(args.uri), check_images=not args.skip_images)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

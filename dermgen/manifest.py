@@ -20,6 +20,18 @@ from dermgen.skintone import SKIN_TONES
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MIN_SIZE, MAX_SIZE = 64, 2048
 MAX_STEPS = 150
+MAX_YAML_NODES = 100_000  # a manifest of 10,000 entries is ~150k nodes; far beyond any real one
+MAX_YAML_ALIASES = 1_000
+MAX_YAML_BYTES = 16 * 1024 * 1024
+
+
+def _no_bool_or_text(v: Any) -> Any:
+    """Counts, sizes and scales are numbers: YAML's `true` or a quoted "3" is a mistake, not a number."""
+    if isinstance(v, bool):
+        raise ValueError("expected a number, got a boolean")
+    if isinstance(v, str) and re.fullmatch(r"\s*[-+]?\d+(\.\d*)?([eE][-+]?\d+)?\s*", v):
+        raise ValueError("expected a number, got a quoted string (remove the quotes)")
+    return v
 
 
 class LoraRef(BaseModel):
@@ -28,6 +40,18 @@ class LoraRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(min_length=1)
     scale: float = Field(1.0, ge=0.0, le=2.0)
+
+    @field_validator("scale", mode="before")
+    @classmethod
+    def _strict_scale(cls, v: Any) -> Any:
+        return _no_bool_or_text(v)
+
+    @field_validator("path")
+    @classmethod
+    def _safetensors(cls, v: str) -> str:
+        if not v.lower().endswith((".safetensors", ".ckpt", ".bin", ".pt", ".pth")) or v.endswith("/"):
+            raise ValueError("expected a .safetensors LoRA file (not a folder or another format)")
+        return v
 
 
 class StepsRange(BaseModel):
@@ -104,6 +128,19 @@ class Entry(BaseModel):
     filter: dict[str, float | None] = Field(default_factory=dict)
     expect: Expect | None = None
 
+    @field_validator("count", "cfg_scale", "seed_base", mode="before")
+    @classmethod
+    def _strict_numbers(cls, v: Any) -> Any:
+        return _no_bool_or_text(v)
+
+    @field_validator("filter", mode="before")
+    @classmethod
+    def _strict_thresholds(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            for value in v.values():
+                _no_bool_or_text(value)
+        return v
+
     @field_validator("id")
     @classmethod
     def _safe_id(cls, v: str) -> str:
@@ -156,6 +193,8 @@ class Entry(BaseModel):
     @field_validator("size", mode="before")
     @classmethod
     def _size_forms(cls, v: Any) -> Any:
+        if isinstance(v, bool) or (isinstance(v, list) and any(isinstance(x, bool | str) for x in v)):
+            raise ValueError("expected a side in pixels (512), WIDTHxHEIGHT ('512x640') or [width, height]")
         if isinstance(v, str) and re.fullmatch(r"\d+x\d+", v):
             w, h = v.split("x")
             return (int(w), int(h))
@@ -248,6 +287,46 @@ def planned_share(
     return total, sure, ids
 
 
+class _Full(Exception):
+    pass
+
+
+def _emit(value: Any, out: list[str], room: list[int]) -> None:
+    def put(text: str) -> None:
+        out.append(text)
+        room[0] -= len(text)
+        if room[0] < 0:
+            raise _Full
+
+    if isinstance(value, dict):
+        put("{")
+        for i, (k, v) in enumerate(value.items()):
+            put(", " if i else "")
+            _emit(k, out, room)
+            put(": ")
+            _emit(v, out, room)
+        put("}")
+    elif isinstance(value, list | tuple):
+        put("[" if isinstance(value, list) else "(")
+        for i, v in enumerate(value):
+            put(", " if i else "")
+            _emit(v, out, room)
+        put("]" if isinstance(value, list) else ("," if len(value) == 1 else "") + ")")
+    else:
+        put(repr(value)[: room[0] + 1])
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    """`repr(value)` cut to `limit` characters, rendered only as far as needed: a value built from YAML
+    aliases may be astronomically large when walked in full."""
+    out: list[str] = []
+    try:
+        _emit(value, out, [limit])
+    except _Full:
+        return "".join(out)[: limit - 3] + "..."
+    return "".join(out)
+
+
 def _format_validation(source: str, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors(include_url=False):
@@ -265,14 +344,33 @@ def _format_validation(source: str, exc: ValidationError) -> str:
         if not loc:  # a whole-manifest check: its message names the field itself
             lines.append(f"{source}: {msg}")
             continue
-        got = repr(err.get("input"))
-        got = got if len(got) <= 80 else got[:77] + "..."
+        got = _short_repr(err.get("input"))
         lines.append(f"{source}: {loc or '<root>'}: {msg} (got {got})")
     return "\n".join(lines)
 
 
-def parse_manifest(data: Any, source: str = "<manifest>") -> Manifest:
-    """Validate a parsed YAML document into a Manifest (merging `defaults` into entries)."""
+def _resolve_lora_paths(entries: list[Any], base_dir: Path) -> list[Any]:
+    """Relative LoRA paths in a manifest mean "beside the manifest", not the working directory."""
+    from dermgen.uri import is_s3
+
+    out = []
+    for e in entries:
+        if isinstance(e, dict) and isinstance(e.get("loras"), list):
+            loras = []
+            for lr in e["loras"]:
+                if isinstance(lr, dict) and isinstance(lr.get("path"), str) and lr["path"]:
+                    p = lr["path"]
+                    if not is_s3(p) and not Path(p).expanduser().is_absolute():
+                        lr = {**lr, "path": str((base_dir / p).resolve())}
+                loras.append(lr)
+            e = {**e, "loras": loras}
+        out.append(e)
+    return out
+
+
+def parse_manifest(data: Any, source: str = "<manifest>", base_dir: Path | None = None) -> Manifest:
+    """Validate a parsed YAML document into a Manifest (merging `defaults` into entries; relative LoRA
+    paths resolved against `base_dir`, the manifest's folder, when given)."""
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: expected a mapping with 'name' and 'entries', got {type(data).__name__}"
@@ -284,6 +382,8 @@ def parse_manifest(data: Any, source: str = "<manifest>") -> Manifest:
     entries = data.get("entries")
     if isinstance(entries, list) and defaults:
         data["entries"] = [{**defaults, **e} if isinstance(e, dict) else e for e in entries]
+    if base_dir is not None and isinstance(data.get("entries"), list):
+        data["entries"] = _resolve_lora_paths(data["entries"], base_dir)
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
@@ -295,15 +395,79 @@ def load_manifest(path: str | Path) -> Manifest:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"--manifest: {str(path)!r} does not exist or is not a file")
+    if p.stat().st_size > MAX_YAML_BYTES:
+        raise ConfigError(
+            f"{p.name}: {p.stat().st_size:,d} bytes, more than a manifest may hold ({MAX_YAML_BYTES:,d})"
+        )
     text = p.read_text()
     try:
-        data = yaml.safe_load(text)
+        data = _load_yaml(text, p.name)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{p.name}: malformed YAML{where}: {problem}") from None
-    return parse_manifest(data, source=p.name)
+    return parse_manifest(data, source=p.name, base_dir=p.resolve().parent)
+
+
+class _ManifestLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys and documents whose aliases expand past a small bound."""
+
+    source = "<manifest>"
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # unhashable keys: let the base class report them
+            if first is not None:
+                raise ConfigError(
+                    f"{self.source}: duplicate key {_short_repr(key)} at line {key_node.start_mark.line + 1} "
+                    f"(first at line {first}); each key may appear once"
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node, memo: dict[int, int], aliases: list[int]) -> int:
+    """Nodes the document holds once every alias is expanded (linear time: shared nodes counted once
+    each, then multiplied, never walked again)."""
+    if id(node) in memo:
+        aliases[0] += 1
+        return memo[id(node)]
+    memo[id(node)] = 1  # a recursive alias counts once; PyYAML constructs it lazily
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(c, memo, aliases) for c in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(
+            _expanded_size(k, memo, aliases) + _expanded_size(v, memo, aliases) for k, v in node.value
+        )
+    else:
+        size = 1
+    memo[id(node)] = size
+    return size
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    loader = _ManifestLoader(text)
+    loader.source = source
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        aliases = [0]
+        size = _expanded_size(node, {}, aliases)
+        if size > MAX_YAML_NODES or aliases[0] > MAX_YAML_ALIASES:
+            raise ConfigError(
+                f"{source}: YAML anchors/aliases expand to {size:,d} nodes ({aliases[0]:,d} aliases); a manifest "
+                f"may hold at most {MAX_YAML_NODES:,d} nodes and {MAX_YAML_ALIASES:,d} aliases"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def manifest_hash(manifest: Manifest) -> str:

@@ -20,6 +20,7 @@ from dermgen.cache import cache_dir
 from dermgen.errors import ConfigError
 from dermgen.hashing import sha256_file, sha256_state_dict, sha256_tree, short_hash
 from dermgen.samplers import make_scheduler, scheduler_description
+from dermgen.uri import is_s3
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def resolve_model(model: str, *, allow_pickle: bool = False, fetch: bool = True)
         return ResolvedModel("tiny", "tiny")
     if model == "derm-t2im":
         return _resolve_derm_t2im(allow_pickle=allow_pickle, fetch=fetch)
-    if model.startswith("s3://"):
+    if is_s3(model):
         if not fetch:
             _check_suffix(model, "--model", allow_pickle)
             return ResolvedModel(model, "single_file", None)
@@ -399,7 +400,7 @@ class Renderer:
 
     @staticmethod
     def _local_lora_path(spec: LoraSpec) -> str:
-        if spec.path.startswith("s3://"):
+        if is_s3(spec.path):
             from dermgen.store import download_to_cache
 
             return str(download_to_cache(spec.path))
@@ -548,7 +549,7 @@ def clone_model_output(scheduler):
 
 def check_lora_file(path: str, *, allow_pickle: bool = False) -> None:
     """Refuse missing or pickled adapter files before loading them."""
-    if path.startswith("s3://"):
+    if is_s3(path):
         return
     p = Path(path)
     if p.is_dir():
@@ -571,7 +572,7 @@ def model_fingerprint(model: str, *, allow_pickle: bool = False) -> str:
 
         return f"tiny:seed={TINY_SEED}"
     resolved = resolve_model(model, allow_pickle=allow_pickle, fetch=False)
-    if model.startswith("s3://"):
+    if is_s3(model):
         from dermgen.store import S3Store
 
         bucket_uri, _, name = model.rpartition("/")
@@ -610,7 +611,7 @@ def check_lora_compatible(lora_path: str, model: str) -> None:
     so a mismatch costs milliseconds instead of a failed GPU job. Adapters in other key layouts
     (e.g. kohya `lora_unet_*`) are checked when loaded.
     """
-    if lora_path.startswith("s3://"):
+    if is_s3(lora_path):
         return
     p = Path(lora_path)
     files = sorted(p.glob("*.safetensors")) if p.is_dir() else [p]

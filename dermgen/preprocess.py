@@ -186,11 +186,9 @@ class ImageSource:
 
 def is_run(uri: str | os.PathLike) -> bool:
     """True for an s3:// URI or a local folder holding a generation run (run.json or shards/)."""
-    text = str(uri)
-    if text.startswith("s3://"):
-        return True
-    p = Path(text)
-    return (p / "run.json").is_file() or (p / "shards").is_dir()
+    from dermgen.rundir import RunDir
+
+    return RunDir.looks_like_run(uri)
 
 
 def _folder_sources(root: Path, arg: str) -> list[ImageSource]:
@@ -212,11 +210,11 @@ def _folder_sources(root: Path, arg: str) -> list[ImageSource]:
 
 
 def _run_sources(uri: str, arg: str) -> list[ImageSource]:
-    from dermgen.shards import read_rows
-    from dermgen.store import open_store
+    from dermgen.rundir import RunDir
 
-    store = open_store(uri)
-    table = read_rows(store, ["sample_id", "label", "status", "kept", "image"])
+    rd = RunDir.open(uri, arg)
+    store = rd.store
+    table = rd.rows(["sample_id", "label", "status", "kept", "image"])
     out = []
     for row in table.to_pylist():
         if not row["kept"] or row["status"] != "ok":

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import logging
 
-from dermgen.errors import ConfigError, StoreError
+from dermgen.errors import ConfigError
 from dermgen.report_data import THUMBS_PER_SHEET, RunData, load_run
 from dermgen.report_html import render_html
-from dermgen.shards import RUN_JSON
+from dermgen.rundir import RunDir
 from dermgen.store import open_store
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,8 @@ def build_report(uri: str, output: str | None = None, *, per_sheet: int = THUMBS
     `output` defaults to `<uri>/report/` for a local run and is required for an s3:// run (a local
     folder or another s3:// prefix).
     """
-    store = open_store(uri)
+    rd = RunDir(uri)
+    store = rd.store
     if output is None:
         local = store.local_path("report")
         if local is None:
@@ -44,8 +45,7 @@ def build_report(uri: str, output: str | None = None, *, per_sheet: int = THUMBS
                 "for index.html"
             )
         output = local
-    if not store.exists(RUN_JSON):
-        raise StoreError(f"{store.uri} holds no {RUN_JSON} (not a dermgen run, or nothing written yet)")
+    rd.info()  # StoreError before anything is written if this is not a dermgen run
     out = open_store(output)
     out.check_writable()
     data = load_run(store, per_sheet)

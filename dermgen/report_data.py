@@ -6,14 +6,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from dermgen.errors import StoreError
-from dermgen.shards import RUN_JSON, SUMMARY_JSON, iter_shard_tables
+from dermgen.rundir import RunDir, RunInfo
 from dermgen.store import Store
 
 log = logging.getLogger("dermgen.report")
@@ -79,32 +77,21 @@ def _rank(sample_id: str) -> str:
     return hashlib.sha256(sample_id.encode()).hexdigest()
 
 
-def _read_json(store: Store, key: str) -> dict[str, Any] | None:
+def _planned_shards(info: RunInfo) -> int | None:
     try:
-        return json.loads(store.get(key))
-    except KeyError:
-        return None
-    except ValueError as exc:
-        raise StoreError(f"{store.url(key)}: not valid JSON ({exc})") from None
-
-
-def _planned_shards(run: dict[str, Any]) -> int | None:
-    try:
-        from dermgen.verify import _plan_from_run_json
-
-        return len(_plan_from_run_json(run).shards)
+        return len(info.plan().shards)
     except Exception:  # noqa: BLE001 - the count is informative only
         return None
 
 
 def load_run(store: Store, per_sheet: int = THUMBS_PER_SHEET) -> RunData:
     """Read run.json, summary.json and every committed row; sample `per_sheet` kept and dropped images."""
-    run = _read_json(store, RUN_JSON)
-    if run is None:
-        raise StoreError(f"{store.uri} holds no {RUN_JSON} (not a dermgen run, or nothing written yet)")
-    data = RunData(store.uri, run, _read_json(store, SUMMARY_JSON), shards_planned=_planned_shards(run))
+    rd = RunDir(store)
+    info = rd.info()
+    run = info.model_dump(mode="json")
+    data = RunData(store.uri, run, rd.summary(), shards_planned=_planned_shards(info))
     pools: dict[tuple[bool, str], list[Thumb]] = defaultdict(list)
-    for _, table in iter_shard_tables(store):
+    for _, table in rd.iter_tables():
         data.shards += 1
         cols = [c for c in _ROW_COLUMNS if c in table.column_names]
         rows = table.select(cols).to_pylist()

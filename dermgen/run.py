@@ -12,10 +12,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from dermgen.config import GenerateConfig
-from dermgen.errors import ConfigError, PlanMismatchError
+from dermgen.errors import ConfigError, PlanMismatchError, StoreError
 from dermgen.manifest import Manifest, load_manifest, manifest_hash
 from dermgen.pipeline import (
     LoraSpec,
@@ -25,11 +26,13 @@ from dermgen.pipeline import (
     resolve_model,
 )
 from dermgen.plan import Plan, plan_run
+from dermgen.prompts import warn_truncated
 from dermgen.provenance import environment, redact
+from dermgen.rundir import RunDir, RunInfo, shard_key
 from dermgen.scheduler import ShardScheduler
-from dermgen.shards import RUN_JSON, SUMMARY_JSON, iter_shard_tables, sweep_orphans
 from dermgen.store import Store, open_store
 from dermgen.tiny import TINY_DEFAULT_SIZE
+from dermgen.uri import is_s3
 from dermgen.worker import WorkerOptions
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,7 @@ BINDING_FIELDS = (
     "manifest_sha256",
     "model",
     "loras",
+    "manifest_loras",
     "run_seed",
     "limit",
     "size",
@@ -88,7 +92,16 @@ def validate(config: GenerateConfig) -> tuple[Manifest, Plan, list[LoraSpec], st
     manifest = load_manifest(config.resolved_manifest())
     model = model_arg(config, manifest)
     loras = [LoraSpec.parse(text) for text in config.lora]
-    for path in [s.path for s in loras] + [lr.path for e in manifest.entries for lr in e.loras]:
+    named = [("--lora", s.path) for s in loras]
+    named += [(f"manifest entries[{e.id}].loras", lr.path) for e in manifest.entries for lr in e.loras]
+    for arg, path in named:
+        if not is_s3(path) and Path(path).expanduser().is_dir():
+            raise ConfigError(
+                f"{arg}: {path!r} is a folder; expected a .safetensors LoRA file "
+                "(e.g. the pytorch_lora_weights.safetensors inside it)"
+            )
+        if not is_s3(path) and not Path(path).expanduser().exists():
+            raise ConfigError(f"{arg}: {path!r} does not exist; expected a .safetensors LoRA file")
         check_lora_file(path, allow_pickle=config.allow_pickle)
         check_lora_compatible(path, model)
     if config.filter_overrides and config.filter == "none":
@@ -109,6 +122,7 @@ def validate(config: GenerateConfig) -> tuple[Manifest, Plan, list[LoraSpec], st
                 raise ConfigError(
                     f"{config.resolved_manifest().name}: entries[{entry.id}].filter: {exc}"
                 ) from None
+    warn_truncated(manifest.entries)
     fingerprint = model_fingerprint(model, allow_pickle=config.allow_pickle)
     resolved = resolve_model(model, allow_pickle=config.allow_pickle, fetch=False)
     if resolved.kind == "single_file" and resolved.path and resolved.path.endswith(".safetensors"):
@@ -123,14 +137,16 @@ def binding_for(
 ) -> dict[str, Any]:
     from dermgen.hashing import sha256_file
 
-    lora_ids = []
-    for spec in loras:
-        sha = sha256_file(spec.path) if not spec.path.startswith("s3://") else spec.path
-        lora_ids.append({"path": spec.path, "scale": spec.scale, "sha256": sha})
+    def bound(path: str, scale: float) -> dict[str, Any]:
+        return {"path": path, "scale": scale, "sha256": path if is_s3(path) else sha256_file(path)}
+
+    manifest_loras = {(lr.path, float(lr.scale)) for e in manifest.entries for lr in e.loras}
     binding = {
         "manifest_sha256": manifest_hash(manifest),
         "model": fingerprint,
-        "loras": lora_ids,
+        "loras": [bound(spec.path, spec.scale) for spec in loras],
+        # adapters named in the manifest decide pixels too: bound by content, not just by path
+        "manifest_loras": [bound(path, scale) for path, scale in sorted(manifest_loras)],
         "run_seed": config.seed,
         "limit": config.limit,
         "size": config.size,
@@ -154,15 +170,14 @@ def resume_plan_settings(config: GenerateConfig, store: Store) -> GenerateConfig
     A run made before plan versions existed has none in its binding: it is v1 and keeps v1 on resume.
     New runs get the default version. Explicit values are kept (and checked by `bind_run`).
     """
-    try:
-        existing = json.loads(store.get(RUN_JSON)).get("binding", {})
-    except (KeyError, ValueError):
+    info = RunDir(store).info_or_none()
+    if info is None or info.binding is None:
         return config
     update: dict[str, Any] = {}
     if config.plan_version is None:
-        update["plan_version"] = existing.get("plan_version", 1)
-    if config.block is None and isinstance(existing.get("block"), int):
-        update["block"] = existing["block"]
+        update["plan_version"] = info.binding.plan_version or 1
+    if config.block is None:
+        update["block"] = info.binding.block
     return config.model_copy(update=update) if update else config
 
 
@@ -178,46 +193,74 @@ def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "; ".join(changes) or "unknown fields"
 
 
-def bind_run(store: Store, run_json: dict[str, Any], force_new_run: bool) -> None:
-    """Create run.json, or check that the existing one was made from the same plan."""
-    data = json.dumps(run_json, indent=2, sort_keys=True, default=str).encode()
-    if store.put_if_absent(RUN_JSON, data):
+def check_output(rd: RunDir, force_new_run: bool) -> None:
+    """Refuse (StoreError, exit 3) an output that holds anything but a dermgen run, before any work.
+
+    An empty or new output, or one holding a dermgen run.json, passes. Shards or PNGs without run.json
+    (run.json lost) are refused with the ways to recover; other files are refused unless
+    --force-new-run, and even then never deleted.
+    """
+    listing = rd.listing()
+    if listing.run_json:
+        rd.info()  # StoreError if it is not a dermgen run.json
         return
-    try:
-        existing = json.loads(store.get(RUN_JSON))
-    except (KeyError, ValueError):
-        existing = {}
-    if existing.get("binding") == run_json["binding"]:
+    if listing.empty:
+        return
+    if listing.shards or listing.images:
+        if not force_new_run:
+            raise StoreError(
+                f"--output: {rd.uri} holds {len(listing.shards)} shard(s) and {len(listing.images)} image(s) "
+                "but no run.json, so they cannot be tied to a plan. To recover, restore run.json (from a "
+                "backup or a copy of the run) and re-run the same command; or pass --force-new-run to delete "
+                "those shards and the images of their run and start over; or choose another --output"
+            )
+        log.warning("--force-new-run: deleting shards and images without run.json at %s", rd.uri)
+        rd.delete_run(set())
         return
     if not force_new_run:
+        shown = ", ".join(listing.strays[:3]) + (", ..." if len(listing.strays) > 3 else "")
+        raise StoreError(
+            f"--output: {rd.uri} is not empty and holds no dermgen run ({len(listing.strays)} other "
+            f"file(s): {shown}); choose a new or empty --output, or pass --force-new-run to write the run "
+            "beside them (they are never modified or deleted)"
+        )
+
+
+def bind_run(store: Store, run_json: dict[str, Any], force_new_run: bool) -> str:
+    """Create run.json, or check that the existing one was made from the same plan. Returns the bound
+    run_id (an existing run keeps its own, even if written by a version that hashed fewer fields)."""
+    rd = RunDir(store)
+    info = RunInfo.model_validate(run_json)
+    if rd.write_info(info, create=True):
+        return info.run_id
+    existing = rd.info()
+    if existing.binding is not None and existing.binding.model_dump() == info.binding.model_dump():
+        return existing.run_id
+    if not force_new_run:
+        old = existing.binding.model_dump(mode="json") if existing.binding else {}
         raise PlanMismatchError(
-            f"{store.uri} already holds run {existing.get('run_id', '?')} made from a different plan "
-            f"({_describe_change(existing.get('binding', {}), run_json['binding'])}); use another --output, "
+            f"{store.uri} already holds run {existing.run_id} made from a different plan "
+            f"({_describe_change(old, info.binding.model_dump(mode='json'))}); use another --output, "
             "or --force-new-run to delete it and start over"
         )
     log.warning("--force-new-run: deleting the existing run at %s", store.uri)
-    for prefix in ("shards/", "images/", SUMMARY_JSON):
-        store.delete_prefix(prefix)
-    store.put(RUN_JSON, data)
+    rd.delete_run({existing.run_id})
+    rd.write_info(info, create=False)
+    return info.run_id
 
 
-def committed_summaries(store: Store) -> dict[str, dict[str, Any]]:
-    """Per committed shard, the counts the scheduler needs to resume."""
+def committed_summaries(store: Store, run_id: str | None = None) -> dict[str, dict[str, Any]]:
+    """Per committed shard, the counts the scheduler needs to resume. With `run_id`, a shard holding rows
+    of another run is refused (StoreError): it is never adopted."""
     out: dict[str, dict[str, Any]] = {}
-    for shard_id, table in iter_shard_tables(store, ["entry_id", "index", "status", "kept", "drop_reasons"]):
-        rows = table.to_pylist()
-        reasons: Counter[str] = Counter()
-        for r in rows:
-            reasons.update(r["drop_reasons"] or [])
-        out[shard_id] = {
-            "shard_id": shard_id,
-            "entry_id": rows[0]["entry_id"] if rows else shard_id.rsplit("-", 2)[0],
-            "planned": len(rows),
-            "ok": sum(r["status"] == "ok" for r in rows),
-            "kept": sum(bool(r["kept"]) for r in rows),
-            "end": max((r["index"] for r in rows), default=-1) + 1,
-            "drop_reasons": dict(reasons),
-        }
+    for shard_id, summary in RunDir(store).shard_summaries().items():
+        if run_id is not None and summary.run_ids and summary.run_ids != (run_id,):
+            raise StoreError(
+                f"{store.url(shard_key(shard_id))} holds rows of run(s) {', '.join(summary.run_ids)}, not of "
+                f"run {run_id} bound at this output; it was copied in from another run. Move it away, or "
+                "pass --force-new-run to delete this run and start over"
+            )
+        out[shard_id] = summary.as_dict()
     return out
 
 
@@ -237,7 +280,8 @@ def prepare_run(config: GenerateConfig) -> PreparedRun:
     """Validate, check the output, bind the run and find what is left to do. No GPU work."""
     manifest, plan, loras, fingerprint = validate(config)
     store = open_store(config.output)
-    store.check_writable()
+    store.check_writable()  # the probe it writes is removed at once
+    check_output(RunDir(store), config.force_new_run)
     if not config.force_new_run:
         resumed = resume_plan_settings(config, store)
         if resumed is not config:
@@ -246,8 +290,10 @@ def prepare_run(config: GenerateConfig) -> PreparedRun:
     run_id = run_id_for(binding)
     run_json = {
         "run_id": run_id,
+        "kind": "generated",
         "plan_version": plan.version,
         "binding": binding,
+        "plan_size": plan.size,
         "created_at": datetime.now(timezone.utc).isoformat(),
         "config": redact(config.model_dump()),
         "manifest": manifest.model_dump(mode="json"),
@@ -255,8 +301,8 @@ def prepare_run(config: GenerateConfig) -> PreparedRun:
         "targets_by_label": plan.targets_by_label(),
         "environment": environment(),
     }
-    bind_run(store, run_json, config.force_new_run)
-    committed = committed_summaries(store)
+    run_id = bind_run(store, run_json, config.force_new_run)
+    committed = committed_summaries(store, run_id)
     scheduler = ShardScheduler(plan, committed, topup=config.filter != "none")
     opts = WorkerOptions(
         model=model_arg(config, manifest),
@@ -313,7 +359,8 @@ def _write_card(run: PreparedRun) -> None:
 
 def finalize_run(run: PreparedRun, stats: dict[str, Any]) -> dict[str, Any]:
     """Sweep orphaned attempts and write summary.json; returns the summary."""
-    orphans = sweep_orphans(run.store)
+    rd = RunDir(run.store)
+    orphans = rd.sweep_orphans(run.run_id, {e.id for e in run.manifest.entries})
     entries = run.scheduler.report()
     by_label: dict[str, dict[str, int]] = {}
     for e in entries.values():
@@ -331,11 +378,12 @@ def finalize_run(run: PreparedRun, stats: dict[str, Any]) -> dict[str, Any]:
         "kept_total": sum(e["kept"] for e in entries.values()),
         "generated": sum(e["generated"] for e in entries.values()),
         "orphans_removed": len(orphans),
+        "committed_shards": rd.shard_ids(),
         "resumed_shards": run.resumed_shards,
         **stats,
     }
     summary["skin_tone"] = _skin_tone_section(run)
-    run.store.put(SUMMARY_JSON, json.dumps(summary, indent=2, sort_keys=True, default=str).encode())
+    rd.write_summary(summary)
     _write_card(run)
     for entry_id in run.scheduler.shortfalls():
         e = entries[entry_id]

@@ -68,11 +68,16 @@ _FIELDS = [
     pa.field("device", pa.string()),
     pa.field("noise", pa.string()),  # where the sample's noise was drawn: cpu | cuda (re-render on the same)
     pa.field("created_at", pa.timestamp("ms", tz="UTC")),
+    # CLIP tokens of the prompt (without begin/end) and whether the text encoder cut it off (> 75)
+    pa.field("prompt_tokens", pa.int32()),
+    pa.field("prompt_truncated", pa.bool_()),
 ]
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in _FIELDS)
-# Columns added after the first shards were written: shards written before lack them, readers give null.
-LATER_COLUMNS: tuple[str, ...] = ("noise",)
+# Columns and scores added after the first shards were written: shards written before lack them, readers
+# give null (`conform`) and verify accepts their absence (`schema_problems`).
+LATER_COLUMNS: tuple[str, ...] = ("skin_tone", "noise", "prompt_tokens", "prompt_truncated")
+LATER_SCORES: tuple[str, ...] = ("ita",)
 
 
 def _hf_features() -> dict:
@@ -117,6 +122,69 @@ SHARD_SCHEMA = pa.schema(
 )
 
 
+REQUIRED_COLUMNS: frozenset[str] = frozenset(f.name for f in _FIELDS if not f.nullable)
+
+
+def check_row(row: dict) -> dict:
+    """A shard row as the schema defines it: ValueError naming unknown or missing required columns."""
+    unknown = set(row) - set(COLUMNS)
+    missing = {c for c in REQUIRED_COLUMNS if row.get(c) is None}
+    if unknown or missing:
+        raise ValueError(
+            f"shard row {row.get('sample_id')!r}: unknown columns {sorted(unknown)}, missing {sorted(missing)}"
+        )
+    return row
+
+
 def empty_scores() -> dict[str, float | None]:
     """A scores struct with every score null (used when filtering is off or an image failed)."""
     return {name: None for name in SCORE_NAMES}
+
+
+def _struct_fields(t: pa.DataType) -> dict[str, pa.DataType]:
+    return {t.field(i).name: t.field(i).type for i in range(t.num_fields)}
+
+
+def schema_problems(schema: pa.Schema) -> list[tuple[str, str]]:
+    """(column, what) for each way a stored shard's schema departs from SHARD_SCHEMA; the columns and
+    scores that older shards lack (LATER_COLUMNS, LATER_SCORES) are not problems."""
+    got = {f.name: f.type for f in schema}
+    out = []
+    for f in SHARD_SCHEMA:
+        if f.name not in got:
+            if f.name not in LATER_COLUMNS:
+                out.append((f.name, "missing"))
+        elif f.name == "scores" and pa.types.is_struct(got[f.name]):
+            have, want = _struct_fields(got[f.name]), _struct_fields(f.type)
+            bad = [n for n, t in have.items() if want.get(n) != t]
+            bad += [n for n in want if n not in have and n not in LATER_SCORES]
+            if bad:
+                out.append((f.name, f"struct differs in {sorted(bad)}"))
+        elif got[f.name] != f.type:
+            out.append((f.name, f"{got[f.name]} instead of {f.type}"))
+    out += [(name, "not in the shard schema") for name in got if name not in SHARD_SCHEMA.names]
+    return out
+
+
+def conform(table: pa.Table, columns: list[str] | None = None) -> pa.Table:
+    """`table` (as stored, possibly by an older version) in the current schema, or only `columns` of it:
+    later columns and scores it lacks are null."""
+    names = list(columns) if columns is not None else list(SHARD_SCHEMA.names)
+    arrays, fields = [], []
+    for name in names:
+        field = SHARD_SCHEMA.field(name)
+        if name not in table.column_names:
+            arrays.append(pa.nulls(table.num_rows, field.type))
+        elif name == "scores" and table.schema.field(name).type != field.type:
+            col = table.column(name).combine_chunks()
+            children = [
+                col.field(sub.name).cast(sub.type)
+                if col.type.get_field_index(sub.name) >= 0
+                else pa.nulls(len(col), sub.type)
+                for sub in field.type
+            ]
+            arrays.append(pa.StructArray.from_arrays(children, fields=list(field.type), mask=col.is_null()))
+        else:
+            arrays.append(table.column(name).cast(field.type))
+        fields.append(field)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=SHARD_SCHEMA.metadata))

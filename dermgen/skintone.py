@@ -88,19 +88,14 @@ def tone_of_row(row: Mapping[str, Any]) -> str:
 def read_tone_rows(store: Any, extra: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The committed rows of a run, only the columns the skin-tone counts need and ``extra`` ones.
 
-    Columns a shard lacks (runs made before skin tone was measured) are left out of its rows.
+    Columns a shard lacks (runs made before skin tone was measured) are null in its rows.
     """
-    import io
+    from dermgen.rundir import RunDir
 
-    import pyarrow.parquet as pq
-
-    from dermgen.shards import committed_shard_ids, shard_key
-
+    rd = store if isinstance(store, RunDir) else RunDir(store)
     rows: list[dict[str, Any]] = []
-    for shard_id in sorted(committed_shard_ids(store)):
-        pf = pq.ParquetFile(io.BytesIO(store.get(shard_key(shard_id))))
-        cols = [c for c in (*_COLUMNS, *extra) if c in pf.schema_arrow.names]
-        rows.extend(pf.read(columns=cols).to_pylist())
+    for _, table in rd.iter_tables(list(dict.fromkeys((*_COLUMNS, *extra)))):
+        rows.extend(table.to_pylist())
     return rows
 
 

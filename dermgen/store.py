@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import tempfile
-import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
-from dermgen.cache import cache_dir
 from dermgen.errors import StoreError
+from dermgen.uri import parse_uri
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +27,7 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+TEMP_SUFFIX = ".tmp"
 
 
 def _check_key(key: str) -> str:
@@ -81,6 +80,24 @@ class Store(ABC):
         """A filesystem path for `key` when the store is local, else None."""
         return None
 
+    def open_input(self, key: str):
+        """A seekable binary file over `key` (KeyError if absent); ranged reads where the backend has them."""
+        import io
+
+        return io.BytesIO(self.get(key))
+
+    def check_readable(self) -> None:
+        """Raise StoreError with a clear reason if the root cannot be read (missing folder or bucket)."""
+        return None
+
+    def temp_files(self, prefix: str = "") -> list[str]:
+        """Leftover temp files of interrupted writes (only local folders have them)."""
+        return []
+
+    def delete_temp(self, key: str) -> None:
+        """Remove one leftover temp file listed by `temp_files`."""
+        return None
+
 
 class LocalStore(Store):
     """A folder on a local or network filesystem."""
@@ -96,19 +113,55 @@ class LocalStore(Store):
         return str(self._path(key))
 
     def _write_temp(self, path: Path, data: bytes) -> str:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; runs are shared data, honour the umask
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        return tmp
+        """Write `data` beside `path` under a dot-name ending in ``.tmp``; on any failure (disk full, quota,
+        permissions) the temp file is removed and StoreError (exit 3) says why."""
+        tmp = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; runs are shared data, honour the umask
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            return tmp
+        except OSError as exc:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+            raise StoreError(
+                f"cannot write {self.url(path.relative_to(self.root).as_posix())}: {exc.strerror or exc}"
+            ) from None
+
+    def temp_files(self, prefix: str = "") -> list[str]:
+        """Keys of this store's own leftover temp files (``.<name>.<random>.tmp``) under `prefix`."""
+        base = self.root / prefix if prefix else self.root
+        if not base.is_dir():
+            return []
+        out = []
+        for dirpath, _, files in os.walk(base):
+            for name in files:
+                if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+                    out.append(Path(dirpath, name).relative_to(self.root).as_posix())
+        return out
+
+    def delete_temp(self, key: str) -> None:
+        """Remove a leftover temp file found by `temp_files` (its key is a dot-name, not an object key)."""
+        try:
+            (self.root / key).unlink()
+        except FileNotFoundError:
+            pass
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         tmp = self._write_temp(path, data)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            os.unlink(tmp)
+            raise StoreError(f"cannot write {self.url(key)}: {exc.strerror or exc}") from None
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
@@ -118,6 +171,8 @@ class LocalStore(Store):
             return True
         except FileExistsError:
             return False
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.url(key)}: {exc.strerror or exc}") from None
         finally:
             os.unlink(tmp)
 
@@ -126,6 +181,19 @@ class LocalStore(Store):
             return self._path(key).read_bytes()
         except FileNotFoundError:
             raise KeyError(key) from None
+        except IsADirectoryError:
+            raise KeyError(key) from None
+
+    def open_input(self, key: str):
+        """A seekable binary file for `key` (for ranged reads of Parquet)."""
+        try:
+            return open(self._path(key), "rb")
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def check_readable(self) -> None:
+        if not self.root.is_dir():
+            raise StoreError(f"{self.uri!r} does not exist or is not a folder (no run.json, no shards)")
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -137,7 +205,7 @@ class LocalStore(Store):
         start = base if base.is_dir() else base.parent
         for dirpath, _, files in os.walk(start):
             for name in files:
-                if name.startswith(".") and name.endswith(".tmp"):
+                if name.startswith(".") and name.endswith(TEMP_SUFFIX):
                     continue
                 key = Path(dirpath, name).relative_to(self.root).as_posix()
                 if key.startswith(prefix):
@@ -169,268 +237,24 @@ class LocalStore(Store):
             probe.unlink()
 
 
-_RETRYABLE_CODES = {
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "RequestTimeout",
-    "RequestTimeTooSkewed",
-    "InternalError",
-    "ServiceUnavailable",
-    "503",
-    "500",
-    "502",
-    "504",
-}
+def open_store(uri: str | os.PathLike, what: str = "--output") -> Store:
+    """A store for a local path or an s3:// URI (parsed by `dermgen.uri.parse_uri`)."""
+    parsed = parse_uri(uri, what)
+    if parsed.is_s3:
+        from dermgen.store_s3 import S3Store
+
+        return S3Store(str(parsed))
+    return LocalStore(parsed.path)
 
 
-class S3Store(Store):
-    """An S3 (or S3-compatible: MinIO, Ceph, R2, moto) prefix, using standard AWS configuration.
+def __getattr__(name: str):
+    """`S3Store` and `download_to_cache` live in `dermgen.store_s3` (which builds on `Store`); imported on
+    first use so the two modules do not import each other at load time."""
+    if name in ("S3Store", "download_to_cache"):
+        from dermgen import store_s3
 
-    Credentials come from the usual chain (env, profile, instance role); ``AWS_ENDPOINT_URL`` points at
-    a non-AWS server. Requests retry with exponential backoff and full jitter on throttling, 5xx and
-    dropped connections, on top of botocore's own retries.
-    """
-
-    MULTIPART_THRESHOLD = 16 * 1024 * 1024
-
-    def __init__(self, uri: str, *, max_attempts: int = 8, client=None) -> None:
-        if not uri.startswith("s3://"):
-            raise StoreError(f"--output: {uri!r} is not an s3:// URI")
-        rest = uri[len("s3://") :]
-        bucket, _, prefix = rest.partition("/")
-        if not bucket:
-            raise StoreError(f"--output: {uri!r} names no bucket, expected s3://bucket/prefix")
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
-        self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        self.max_attempts = max_attempts
-        self._client = client
-        self.conditional_writes = True
-        self._warned_fallback = False
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_client"] = None  # clients do not pickle; each process makes its own
-        return state
-
-    @property
-    def client(self):
-        if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            self._client = boto3.session.Session().client(
-                "s3",
-                config=Config(
-                    retries={"max_attempts": 3, "mode": "standard"},
-                    connect_timeout=10,
-                    read_timeout=60,
-                    max_pool_connections=32,
-                ),
-            )
-        return self._client
-
-    def _key(self, key: str) -> str:
-        _check_key(key)
-        return f"{self.prefix}/{key}" if self.prefix else key
-
-    def _call(self, what: str, fn, *args, **kwargs):
-        """Run one S3 request with backoff + full jitter on retryable failures."""
-        from botocore.exceptions import (
-            ClientError,
-            ConnectionError,
-            HTTPClientError,
-            IncompleteReadError,
-            ReadTimeoutError,
-        )
-
-        delay = 0.2
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                return fn(*args, **kwargs)
-            except ClientError as exc:
-                code = str(exc.response.get("Error", {}).get("Code", ""))
-                status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-                if (code in _RETRYABLE_CODES or status in _RETRYABLE_CODES) and attempt < self.max_attempts:
-                    log.debug("S3 %s: %s (attempt %d), retrying", what, code or status, attempt)
-                else:
-                    raise
-            except (ConnectionError, HTTPClientError, ReadTimeoutError, IncompleteReadError) as exc:
-                if attempt >= self.max_attempts:
-                    raise StoreError(
-                        f"S3 {what} failed after {attempt} attempts: {type(exc).__name__}"
-                    ) from None
-                log.debug("S3 %s: %s (attempt %d), retrying", what, type(exc).__name__, attempt)
-            time.sleep(random.uniform(0, delay))
-            delay = min(delay * 2, 10.0)
-
-    def put(self, key: str, data: bytes) -> None:
-        if len(data) >= self.MULTIPART_THRESHOLD:
-            import io
-
-            from boto3.s3.transfer import TransferConfig
-
-            cfg = TransferConfig(
-                multipart_threshold=self.MULTIPART_THRESHOLD, multipart_chunksize=8 * 1024 * 1024
-            )
-            self._call(
-                "multipart upload",
-                self.client.upload_fileobj,
-                io.BytesIO(data),
-                self.bucket,
-                self._key(key),
-                Config=cfg,
-            )
-        else:
-            self._call("put", self.client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data)
-
-    def put_if_absent(self, key: str, data: bytes) -> bool:
-        from botocore.exceptions import ClientError
-
-        if self.conditional_writes:
-            try:
-                self._call(
-                    "conditional put",
-                    self.client.put_object,
-                    Bucket=self.bucket,
-                    Key=self._key(key),
-                    Body=data,
-                    IfNoneMatch="*",
-                )
-                return True
-            except ClientError as exc:
-                code = str(exc.response.get("Error", {}).get("Code", ""))
-                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                if status == 412 or code in ("PreconditionFailed", "ConditionalRequestConflict"):
-                    return False
-                if status in (400, 501) and code in ("NotImplemented", "InvalidArgument", "InvalidRequest"):
-                    self.conditional_writes = False
-                else:
-                    raise
-        if not self._warned_fallback:
-            log.warning(
-                "S3 endpoint rejects conditional writes (If-None-Match); falling back to check-then-put, "
-                "which cannot rule out two racing attempts both committing the same shard"
-            )
-            self._warned_fallback = True
-        if self.exists(key):
-            return False
-        self.put(key, data)
-        return True
-
-    def get(self, key: str) -> bytes:
-        from botocore.exceptions import ClientError
-
-        def fetch() -> bytes:  # the body is read inside the retry: a dropped stream is retried too
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-
-        try:
-            return self._call("get", fetch)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise KeyError(key) from None
-            raise
-
-    def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self._call("head", self.client.head_object, Bucket=self.bucket, Key=self._key(key))
-            return True
-        except ClientError as exc:
-            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
-                return False
-            raise
-
-    def list(self, prefix: str = "") -> Iterator[str]:
-        if prefix:  # a folder-like prefix ("shards/") is fine here, unlike in an object key
-            _check_key(prefix.rstrip("/"))
-            full = f"{self.prefix}/{prefix}" if self.prefix else prefix
-        else:
-            full = self.prefix + "/" if self.prefix else ""
-        strip = len(self.prefix) + 1 if self.prefix else 0
-        token = None
-        while True:
-            kwargs = {"Bucket": self.bucket, "Prefix": full}
-            if token:
-                kwargs["ContinuationToken"] = token
-            resp = self._call("list", self.client.list_objects_v2, **kwargs)
-            for obj in resp.get("Contents", []):
-                yield obj["Key"][strip:]
-            if not resp.get("IsTruncated"):
-                return
-            token = resp.get("NextContinuationToken")
-
-    def delete(self, key: str) -> None:
-        self._call("delete", self.client.delete_object, Bucket=self.bucket, Key=self._key(key))
-
-    def check_writable(self) -> None:
-        from botocore.exceptions import ClientError, NoCredentialsError
-
-        try:
-            self._call("head bucket", self.client.head_bucket, Bucket=self.bucket)
-        except NoCredentialsError:
-            raise StoreError(
-                f"--output: no AWS credentials found for {self.uri!r}; set AWS_ACCESS_KEY_ID/"
-                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role"
-            ) from None
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status == 404:
-                raise StoreError(f"--output: bucket {self.bucket!r} does not exist ({self.uri})") from None
-            if status in (401, 403):
-                raise StoreError(
-                    f"--output: access to bucket {self.bucket!r} denied; check the credentials and their "
-                    "permissions (s3:ListBucket, s3:PutObject, s3:GetObject, s3:DeleteObject)"
-                ) from None
-            raise StoreError(f"--output: cannot reach bucket {self.bucket!r}: HTTP {status}") from None
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise StoreError(f"--output: cannot reach {self.uri!r}: {type(exc).__name__}") from None
-        probe = f"_dermgen/probe-{uuid.uuid4().hex}"
-        try:
-            self.put(probe, b"")
-            self.delete(probe)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            raise StoreError(f"--output: {self.uri!r} is not writable ({code})") from None
+        return getattr(store_s3, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def open_store(uri: str | os.PathLike) -> Store:
-    """A store for a local path or an s3:// URI."""
-    text = str(uri)
-    if text.startswith("s3://"):
-        return S3Store(text)
-    if "://" in text:
-        raise StoreError(
-            f"--output: unsupported URI scheme in {text!r}; expected a local path or s3://bucket/prefix"
-        )
-    return LocalStore(text)
-
-
-def download_to_cache(uri: str) -> Path:
-    """Fetch an s3:// object (a checkpoint or LoRA file) once into the local cache and return its path."""
-    import hashlib
-
-    dest = cache_dir(
-        "downloads", hashlib.sha256(uri.encode()).hexdigest()[:16], uri.rstrip("/").rsplit("/", 1)[-1]
-    )
-    if dest.exists():
-        return dest
-    from botocore.exceptions import ClientError
-
-    bucket_uri, _, name = uri.rpartition("/")
-    store = S3Store(bucket_uri)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(dest.suffix + ".part")
-    try:  # streamed to disk (multipart, ranged GETs): a 4 GB checkpoint never sits in memory
-        store._call("download", store.client.download_file, store.bucket, store._key(name), str(tmp))
-    except ClientError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-            raise StoreError(f"{uri!r} does not exist") from None
-        raise
-    os.replace(tmp, dest)
-    return dest
+__all__ = ["LocalStore", "S3Store", "Store", "download_to_cache", "open_store"]  # noqa: F822 - lazy, see __getattr__

@@ -1,35 +1,51 @@
-"""`dermgen verify`: prove that a run holds each planned sample exactly once, intact.
+"""`dermgen verify`: prove that a run holds each planned sample exactly once, intact, as planned.
 
-Reads every committed shard and checks Parquet integrity and schema, rows against the plan rebuilt
-from run.json (ids, seeds, samplers), image bytes against their sha256, PNG objects against rows,
-duplicate sample ids, orphaned PNGs, and (once summary.json marks the run finished) planned shards
-that are missing. Every problem is reported, not just the first.
+Reads every committed shard through `dermgen.rundir.RunDir` and checks: Parquet integrity and schema;
+every row against the plan rebuilt from run.json (run_id, label, prompt, negative prompt, seed, sampler,
+steps, CFG, size, adapters and their hashes, one model identity for the whole run); image bytes and PNG
+objects against their sha256; duplicate sample ids; orphaned PNGs; stray or nested Parquet files, shard
+copies and temp files; and, once summary.json marks the run finished, that every shard it lists (top-ups
+included) is still committed and no other shard appeared. Every problem is reported, not just the first.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow.parquet as pq
-
+from dermgen.errors import StoreError
 from dermgen.hashing import sha256_bytes
-from dermgen.manifest import parse_manifest
-from dermgen.plan import make_shard, plan_run
-from dermgen.schema import LATER_COLUMNS, SHARD_SCHEMA
-from dermgen.shards import (
+from dermgen.plan import Sample, make_shard
+from dermgen.rundir import (
     IMAGES_PREFIX,
     RUN_JSON,
     SHARDS_PREFIX,
     SUMMARY_JSON,
-    committed_shard_ids,
+    RunDir,
+    RunInfo,
+    parse_shard_id,
     shard_key,
 )
+from dermgen.schema import conform, schema_problems
 from dermgen.store import Store
 
 log = logging.getLogger(__name__)
+
+# Row column -> Sample attribute: every column the plan decides.
+PLANNED_COLUMNS = {
+    "label": "label",
+    "prompt": "prompt",
+    "negative_prompt": "negative_prompt",
+    "seed": "seed",
+    "sampler": "sampler",
+    "steps": "steps",
+    "cfg_scale": "cfg_scale",
+    "width": "width",
+    "height": "height",
+    "entry_id": "entry_id",
+    "index": "index",
+}
 
 
 @dataclass
@@ -57,77 +73,91 @@ class VerifyReport:
         }
 
 
-def _plan_from_run_json(run: dict[str, Any]):
-    manifest = parse_manifest(run["manifest"], source="run.json manifest")
-    b = run["binding"]
-    size = b.get("size")
-    if size is None and run.get("config", {}).get("model") == "tiny":
-        size = 64
-    cfg_size = run.get("config", {}).get("size")
-    return plan_run(
-        manifest,
-        run_seed=b["run_seed"],
-        limit=b["limit"],
-        size=size or cfg_size,
-        shard_size=b["shard_size"],
-        block=b["block"],
-        cap_factor=b.get("cap_factor", 3.0),
-        version=b.get("plan_version", 1),
-    )
+def _close(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and abs(float(a) - float(b)) <= 1e-4 * max(1.0, abs(b))
+    return a == b
 
 
-def verify_run(store: Store, *, check_images: bool = True) -> VerifyReport:
-    import json
+def _row_vs_plan(key: str, r: dict[str, Any], want: Sample, info: RunInfo) -> list[str]:
+    out = []
+    for col, attr in PLANNED_COLUMNS.items():
+        if not _close(r[col], getattr(want, attr)):
+            out.append(f"{key}: row {r['sample_id']}: {col} is {r[col]!r}, planned {getattr(want, attr)!r}")
+    adapters = info.adapters()
+    planned = {(p, round(float(s), 4)) for p, s in want.loras}
+    planned |= {(a.path, round(a.scale, 4)) for a in (info.binding.loras if info.binding else [])}
+    got = {(lr["path"], round(float(lr["scale"]), 4)) for lr in r["loras"] or []}
+    if got != planned:
+        out.append(f"{key}: row {r['sample_id']}: adapters {sorted(got)}, planned {sorted(planned)}")
+    for lr in r["loras"] or []:
+        bound = adapters.get(lr["path"])
+        if bound is not None and lr["sha256"] != bound.sha256:
+            out.append(
+                f"{key}: row {r['sample_id']}: adapter {lr['path']} has sha256 {str(lr['sha256'])[:12]}..., "
+                f"run.json binds {bound.sha256[:12]}..."
+            )
+    return out
 
-    report = VerifyReport(store.uri)
+
+def verify_run(store: Store | RunDir, *, check_images: bool = True) -> VerifyReport:
+    rd = store if isinstance(store, RunDir) else RunDir(store)
+    report = VerifyReport(rd.uri)
+    rd.store.check_readable()  # a missing folder or bucket is a store problem (exit 3), not a finding
     try:
-        run = json.loads(store.get(RUN_JSON))
-    except KeyError:
-        report.problems.append(f"{RUN_JSON}: missing (not a dermgen run?)")
-        return report
-    except ValueError as exc:
-        report.problems.append(f"{RUN_JSON}: not valid JSON ({exc})")
+        info = rd.info()
+    except StoreError as exc:
+        report.problems.append(
+            f"{RUN_JSON}: {exc}"
+            if "holds no" not in str(exc)
+            else f"{RUN_JSON}: missing (not a dermgen run?)"
+        )
         return report
     plan = None
-    try:
-        plan = _plan_from_run_json(run)
-    except Exception as exc:  # noqa: BLE001
-        report.problems.append(f"{RUN_JSON}: cannot rebuild the plan ({type(exc).__name__}: {exc})")
+    if info.has_plan:
+        try:
+            plan = info.plan()
+        except Exception as exc:  # noqa: BLE001
+            report.problems.append(f"{RUN_JSON}: cannot rebuild the plan ({type(exc).__name__}: {exc})")
 
-    expected_fields = {f.name: f.type for f in SHARD_SCHEMA}
+    listing = rd.listing()
+    for k in listing.strays:
+        if k.startswith(SHARDS_PREFIX) or k.endswith(".parquet"):
+            report.problems.append(f"{k}: stray file (a nested, renamed or copied Parquet is not a shard)")
+        elif k.startswith(IMAGES_PREFIX):
+            report.problems.append(f"{k}: unexpected object under {IMAGES_PREFIX}")
+    for k in listing.temps:
+        report.problems.append(f"{k}: leftover temp file of an interrupted write")
+
     seen: dict[str, str] = {}
     referenced: set[str] = set()
-    committed = sorted(committed_shard_ids(store))
+    committed = listing.shards
     report.shards = len(committed)
-    run_size = None
+    model_ident: tuple | None = None
     for shard_id in committed:
         key = shard_key(shard_id)
         try:
-            table = pq.read_table(io.BytesIO(store.get(key)))
+            table = rd.read_shard(shard_id, raw=True)
         except Exception as exc:  # noqa: BLE001
             report.problems.append(f"{key}: unreadable Parquet ({type(exc).__name__}: {str(exc)[:120]})")
             continue
-        got = {f.name: f.type for f in table.schema}
-        expected_here = {k: t for k, t in expected_fields.items() if k in got or k not in LATER_COLUMNS}
-        if got != expected_here:
-            diff = sorted(set(got.items()) ^ set(expected_here.items()), key=str)[:3]
-            report.problems.append(f"{key}: schema differs from the shard schema ({diff})")
+        diff = schema_problems(table.schema)
+        if diff:
+            report.problems.append(f"{key}: schema differs from the shard schema ({diff[:3]})")
             continue
-        rows = table.to_pylist()
+        rows = conform(table).to_pylist()
         report.rows += len(rows)
-        entry_id, start, end = _parse_shard_id(shard_id)
-        if start is not None:
-            indices = sorted(r["index"] for r in rows)
-            if indices != list(range(start, end)):
-                report.problems.append(
-                    f"{key}: rows cover indices {_ranges(indices)}, planned {start}..{end - 1} "
-                    f"({len(rows)} rows, planned {end - start})"
-                )
-        expected = {}
-        if plan is not None and start is not None:
+        entry_id, start, end = parse_shard_id(shard_id)
+        indices = sorted(r["index"] for r in rows)
+        if indices != list(range(start, end)):
+            report.problems.append(
+                f"{key}: rows cover indices {_ranges(indices)}, planned {start}..{end - 1} "
+                f"({len(rows)} rows, planned {end - start})"
+            )
+        expected: dict[str, Sample] = {}
+        if plan is not None:
             try:
                 entry = plan.entry(entry_id)
-                run_size = run_size or plan.size
                 expected = {
                     s.sample_id: s
                     for s in make_shard(
@@ -143,18 +173,20 @@ def verify_run(store: Store, *, check_images: bool = True) -> VerifyReport:
             seen.setdefault(sid, shard_id)
             if r["shard_id"] != shard_id:
                 report.problems.append(f"{key}: row {sid} names shard {r['shard_id']!r}")
+            if r["run_id"] != info.run_id:
+                report.problems.append(f"{key}: row {sid} belongs to run {r['run_id']}, not {info.run_id}")
+            ident = (r["model_id"], r["model_sha256"])
+            if model_ident is None:
+                model_ident = ident
+            elif ident != model_ident:
+                report.problems.append(
+                    f"{key}: row {sid} was made by model {ident}, the run by {model_ident}"
+                )
             want = expected.get(sid)
             if expected and want is None:
                 report.problems.append(f"{key}: row {sid} is not in the plan")
-            elif want is not None and (r["seed"], r["sampler"], r["steps"]) != (
-                want.seed,
-                want.sampler,
-                want.steps,
-            ):
-                report.problems.append(
-                    f"{key}: row {sid} has seed/sampler/steps {r['seed']}/{r['sampler']}/"
-                    f"{r['steps']}, planned {want.seed}/{want.sampler}/{want.steps}"
-                )
+            elif want is not None:
+                report.problems.extend(_row_vs_plan(key, r, want, info))
             img = r["image"]
             if r["status"] != "ok" or img is None:
                 continue
@@ -166,34 +198,31 @@ def verify_run(store: Store, *, check_images: bool = True) -> VerifyReport:
                 referenced.add(path)
                 if check_images:
                     try:
-                        file_bytes = store.get(path)
+                        file_bytes = rd.store.get(path)
                         report.images_checked += 1
                         if sha256_bytes(file_bytes) != r["image_sha256"]:
                             report.problems.append(f"{path}: PNG does not match image_sha256 of row {sid}")
                     except KeyError:
                         report.problems.append(f"{path}: PNG of row {sid} is missing")
-    for k in store.list(IMAGES_PREFIX):
-        if k.endswith(".png") and k not in referenced:
+    for k in listing.images:
+        if k not in referenced:
             report.problems.append(f"{k}: orphaned PNG (no committed row references it)")
-    for k in store.list(SHARDS_PREFIX):
-        if not k.endswith(".parquet"):
-            report.problems.append(f"{k}: unexpected object under shards/")
+    summary = rd.summary() if listing.summary_json else None
     if plan is not None:
         base = {s.shard_id for s in plan.shards}
         report.missing_shards = sorted(base - set(committed))
-        if report.missing_shards and store.exists(SUMMARY_JSON):  # finished runs hold every base shard
+        if report.missing_shards and summary is not None:  # finished runs hold every base shard
             for shard_id in report.missing_shards:
                 report.problems.append(
                     f"{shard_key(shard_id)}: planned shard missing although {SUMMARY_JSON} marks the run finished"
                 )
+    listed = (summary or {}).get("committed_shards")
+    if isinstance(listed, list):
+        for shard_id in sorted(set(listed) - set(committed) - set(report.missing_shards)):
+            report.problems.append(f"{shard_key(shard_id)}: listed in {SUMMARY_JSON} but missing")
+        for shard_id in sorted(set(committed) - set(listed)):
+            report.problems.append(f"{shard_key(shard_id)}: committed but not listed in {SUMMARY_JSON}")
     return report
-
-
-def _parse_shard_id(shard_id: str) -> tuple[str, int | None, int | None]:
-    parts = shard_id.rsplit("-", 2)
-    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-        return parts[0], int(parts[1]), int(parts[2])
-    return shard_id, None, None
 
 
 def _ranges(indices: list[int]) -> str:

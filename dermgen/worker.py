@@ -22,6 +22,7 @@ from dermgen.hashing import sha256_bytes
 from dermgen.pipeline import LoraSpec, Renderer, RenderResult
 from dermgen.plan import Sample, Shard, batches
 from dermgen.pngmeta import a1111_parameters, encode_png
+from dermgen.prompts import is_truncated, token_count
 from dermgen.schema import empty_scores
 from dermgen.shards import commit_shard, image_key
 from dermgen.skintone import skin_tone_of
@@ -394,6 +395,8 @@ class ShardWorker:
             "device": self.renderer.device_name,
             "noise": self.renderer.noise_source,
             "created_at": now,
+            "prompt_tokens": token_count(s.prompt),
+            "prompt_truncated": is_truncated(s.prompt),
         }
 
     def close(self) -> None:

@@ -27,6 +27,13 @@ def write_lora_for_sd15(path: Path) -> Path:
     return path
 
 
+# 556 bytes that expand to a billion nodes when walked (each level nine aliases of the one before).
+BILLION_LAUGHS = (
+    "name: m\nl0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 9))
+    + "entries: *l8\n"
+)
+
 # (case id, manifest document or raw YAML text, extra CLI args, exit code, exact error text)
 CASES = [
     (
@@ -251,6 +258,107 @@ CASES = [
         3,
         "--output: unsupported URI scheme in 'gs://bucket/run'; expected a local path or s3://bucket/prefix",
     ),
+    (
+        "duplicate_key",
+        "name: m\nmodel: tiny\nentries:\n  - id: a\n    label: benign\n    prompt: mole\n    count: 2\n"
+        "    count: 5000\n",
+        [],
+        2,
+        "m.yaml: duplicate key 'count' at line 8 (first at line 7); each key may appear once",
+    ),
+    (
+        "billion_laughs",
+        BILLION_LAUGHS,
+        [],
+        2,
+        "m.yaml: YAML anchors/aliases expand to 926,177,117 nodes (73 aliases); a manifest may hold at most "
+        "100,000 nodes and 1,000 aliases",
+    ),
+    (
+        "count_quoted",
+        manifest_with(count="3"),
+        [],
+        2,
+        "m.yaml: entries[0].count: expected a number, got a quoted string (remove the quotes) (got '3')",
+    ),
+    (
+        "count_boolean",
+        manifest_with(count=True),
+        [],
+        2,
+        "m.yaml: entries[0].count: expected a number, got a boolean (got True)",
+    ),
+    (
+        "cfg_quoted",
+        manifest_with(cfg_scale="7.5"),
+        [],
+        2,
+        "m.yaml: entries[0].cfg_scale: expected a number, got a quoted string (remove the quotes) (got '7.5')",
+    ),
+    (
+        "size_boolean",
+        manifest_with(size=True),
+        [],
+        2,
+        "m.yaml: entries[0].size: expected a side in pixels (512), WIDTHxHEIGHT ('512x640') or [width, height] "
+        "(got True)",
+    ),
+    (
+        "lora_scale_quoted",
+        manifest_with(loras=[{"path": "x.safetensors", "scale": "0.5"}]),
+        [],
+        2,
+        "m.yaml: entries[0].loras[0].scale: expected a number, got a quoted string (remove the quotes) (got '0.5')",
+    ),
+    (
+        "lora_not_safetensors",
+        manifest_with(loras=[{"path": "adapter.txt"}]),
+        [],
+        2,
+        "m.yaml: entries[0].loras[0].path: expected a .safetensors LoRA file (not a folder or another format) "
+        "(got '{tmp}/adapter.txt')",
+    ),
+    (
+        "manifest_lora_folder",
+        manifest_with(loras=[{"path": "lora_dir.safetensors"}]),
+        [],
+        2,
+        "manifest entries[a].loras: '{tmp}/lora_dir.safetensors' is a folder; expected a .safetensors LoRA file "
+        "(e.g. the pytorch_lora_weights.safetensors inside it)",
+    ),
+    (
+        "manifest_lora_relative_missing",
+        manifest_with(loras=[{"path": "sub/missing.safetensors"}]),
+        [],
+        2,
+        "manifest entries[a].loras: '{tmp}/sub/missing.safetensors' does not exist; expected a .safetensors LoRA "
+        "file",
+    ),
+    (
+        "cli_lora_folder",
+        manifest_with(),
+        ["--lora", "{tmp}/lora_dir.safetensors"],
+        2,
+        "--lora: '{tmp}/lora_dir.safetensors' is a folder; expected a .safetensors LoRA file (e.g. the "
+        "pytorch_lora_weights.safetensors inside it)",
+    ),
+    (
+        "output_with_credentials",
+        manifest_with(),
+        ["--output", "s3://AKIAEXAMPLE:s3cr3tKEY@bucket/run"],
+        2,
+        "--output: the s3:// URI carries credentials or a port before the bucket (shown here as "
+        "s3://***@bucket/...); pass credentials through AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
+        "an instance role, never in the URI",
+    ),
+    (
+        "output_with_secret_query",
+        manifest_with(),
+        ["--output", "s3://bucket/run?aws_secret_access_key=s3cr3tKEY"],
+        2,
+        "--output: the s3:// URI for bucket 'bucket' has a query string or fragment (not shown, it may hold a "
+        "credential); S3 object keys here take no '?' or '#', pass credentials through the environment",
+    ),
 ]
 
 
@@ -262,6 +370,7 @@ def test_bad_input_is_refused_with_exact_message(case, tmp_path, capsys, s3_serv
     (tmp_path / "model.ckpt").write_bytes(b"pickle")
     (tmp_path / "adapter.bin").write_bytes(b"pickle")
     (tmp_path / "blocker").write_text("a file where a folder should be")
+    (tmp_path / "lora_dir.safetensors").mkdir()
     write_lora_for_sd15(tmp_path / "sd15_lora.safetensors")
     out = tmp_path / "out"
     args = ["generate", "--manifest", str(manifest), "--output", str(out), "--no-ray"]
@@ -271,5 +380,6 @@ def test_bad_input_is_refused_with_exact_message(case, tmp_path, capsys, s3_serv
     assert main(args) == code
     err = capsys.readouterr().err
     assert err.strip() == "error: " + expected.replace("{tmp}", str(tmp_path))
+    assert "s3cr3t" not in err  # a credential is never echoed
     assert not out.exists()  # nothing written
     assert len(CASES) >= 20

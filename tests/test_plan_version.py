@@ -71,11 +71,15 @@ def test_a_v1_run_resumes_as_v1(tmp_path):
 
 
 def test_a_v1_run_written_before_the_noise_column_resumes_verifies_and_loads(tmp_path):
-    """Shards committed before `noise` existed lack the column: the resumed v1 run still verifies and loads."""
+    """Shards committed before the later columns (noise, skin_tone, prompt tokens) and the `ita` score existed:
+    the resumed v1 run still verifies and loads, with nulls where they are missing."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
     from support import generate_run
 
     from dermgen.data.runs import open_run
+    from dermgen.rundir import RunDir
+    from dermgen.schema import LATER_COLUMNS, LATER_SCORES, SHARD_SCHEMA
     from dermgen.store import open_store
     from dermgen.verify import verify_run
 
@@ -83,7 +87,14 @@ def test_a_v1_run_written_before_the_noise_column_resumes_verifies_and_loads(tmp
     generate_run(out, limit=8, plan_version=1)
     shards = sorted((out / "shards").glob("*.parquet"))
     first, second = shards[:2]
-    pq.write_table(pq.read_table(first).drop_columns(["noise"]), first)  # as written before the column
+    table = pq.read_table(first).drop_columns(list(LATER_COLUMNS))  # as written before these columns
+    scores = table.column("scores").combine_chunks()
+    old_scores = pa.StructArray.from_arrays(
+        [scores.field(f.name) for f in scores.type if f.name not in LATER_SCORES],
+        fields=[f for f in scores.type if f.name not in LATER_SCORES],
+    )
+    table = table.set_column(table.schema.get_field_index("scores"), "scores", old_scores)
+    pq.write_table(table, first)
     second.unlink()  # not committed yet: the resumed run renders it
     summary = generate_run(out, limit=8)  # no version given: resumes as v1
     assert summary["resumed_shards"] == len(shards) - 1
@@ -92,3 +103,6 @@ def test_a_v1_run_written_before_the_noise_column_resumes_verifies_and_loads(tmp
     run = open_run(str(out))
     rows = [r for sid in run.shard_ids for r in run.read_metadata(sid)[0]]
     assert len(rows) == 8 and {r["noise"] for r in rows} == {None, "cpu"}
+    old = RunDir(str(out)).read_shard(first.stem)  # the run's reader gives the current schema, nulls added
+    assert old.schema.equals(SHARD_SCHEMA, check_metadata=False)  # `scores` has `ita` again (null)
+    assert old.column("skin_tone").null_count == old.num_rows

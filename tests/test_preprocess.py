@@ -159,10 +159,10 @@ def test_preprocess_errors_name_the_input(tmp_path):
 
 
 def _kept_rows(run: Path) -> list[dict]:
-    from dermgen.shards import read_rows
+    from dermgen.rundir import RunDir
     from dermgen.store import open_store
 
-    return [r for r in read_rows(open_store(run), ["sample_id", "label", "kept"]).to_pylist() if r["kept"]]
+    return [r for r in RunDir(open_store(run)).rows(["sample_id", "label", "kept"]).to_pylist() if r["kept"]]
 
 
 def test_preprocess_run_uses_kept_rows_only(tiny_run, tmp_path):

@@ -28,8 +28,9 @@ from dermgen.data.labels import LabelMap
 from dermgen.data.real import scan_folder
 from dermgen.hashing import sha256_bytes
 from dermgen.pngmeta import parse_a1111_parameters
+from dermgen.rundir import RunDir, RunInfo, image_key
 from dermgen.schema import empty_scores
-from dermgen.shards import RUN_JSON, SUMMARY_JSON, commit_shard, image_key
+from dermgen.shards import commit_shard
 from dermgen.store import open_store
 
 log = logging.getLogger(__name__)
@@ -133,19 +134,16 @@ def pack_folder(
     run_id = sha256_bytes(
         json.dumps({k: [r["sample_id"] for r in v] for k, v in sorted(by_label.items())}).encode()
     )[:16]
-    store.put(
-        RUN_JSON,
-        json.dumps(
-            {
-                "run_id": run_id,
-                "kind": "packed",
-                "source": str(Path(root).expanduser()),
-                "created_at": datetime.now(timezone.utc).isoformat(),
-                "shard_size": shard_size,
-            },
-            indent=2,
-            sort_keys=True,
-        ).encode(),
+    rd = RunDir(store)
+    rd.write_info(
+        RunInfo(
+            run_id=run_id,
+            kind="packed",
+            source=str(Path(root).expanduser()),
+            created_at=datetime.now(timezone.utc).isoformat(),
+            shard_size=shard_size,
+        ),
+        create=False,
     )
     labels: dict[str, int] = {}
     shards = 0
@@ -174,7 +172,8 @@ def pack_folder(
         "shards": shards,
         "labels": labels,
         "kept": sum(labels.values()),
+        "committed_shards": rd.shard_ids(),
     }
-    store.put(SUMMARY_JSON, json.dumps(summary, indent=2, sort_keys=True).encode())
+    rd.write_summary(summary)
     log.info("packed %d image(s) from %s into %d shard(s) at %s", summary["kept"], root, shards, store.uri)
     return summary

@@ -1,4 +1,5 @@
-"""A run as a Ray Data dataset, for Ray Train users: ``ray.data.read_parquet`` on the shards as they are.
+"""A run as a Ray Data dataset, for Ray Train users: ``ray.data.read_parquet`` on exactly the run's committed
+shards (listed by `dermgen.rundir`, read through the run store's one client configuration).
 
     from dermgen.data.ray_data import read_run
     ds = read_run("s3://bucket/derm-6k", image_size=224)   # rows: image (HxWx3 uint8), label, sample_id, ...
@@ -20,7 +21,8 @@ import numpy as np
 
 from dermgen.data.labels import LabelMap
 from dermgen.data.runs import Run, Selection, make_selection, open_run
-from dermgen.errors import missing_dependency
+from dermgen.errors import StoreError, missing_dependency
+from dermgen.hashing import sha256_bytes
 
 DEFAULT_COLUMNS: tuple[str, ...] = ("sample_id", "entry_id", "label_name", "sampler", "steps", "seed")
 
@@ -38,15 +40,21 @@ class _Keep:
 class _Decode:
     """Row map: PNG bytes -> HxWx3 uint8 array (resized to `image_size` when given), label -> id."""
 
-    def __init__(self, label_map: LabelMap, image_size: int | None, columns: Sequence[str]) -> None:
+    def __init__(
+        self, label_map: LabelMap, image_size: int | None, columns: Sequence[str], verify_images: bool = False
+    ) -> None:
         self.label_map = label_map
         self.image_size = image_size
         self.columns = tuple(columns)
+        self.verify_images = verify_images
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         from PIL import Image
 
-        img = Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB")
+        data = row["image"]["bytes"]
+        if self.verify_images and row.get("image_sha256") and sha256_bytes(data) != row["image_sha256"]:
+            raise StoreError(f"image of {row.get('sample_id')} does not match its image_sha256")
+        img = Image.open(io.BytesIO(data)).convert("RGB")
         if self.image_size:
             img = img.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
         label = self.label_map.id(row["label"])
@@ -78,6 +86,8 @@ def read_run(
     image_size: int | None = None,
     decode: bool = True,
     columns: Sequence[str] = DEFAULT_COLUMNS,
+    strict: bool = False,
+    verify_images: bool = False,
     **read_parquet_kwargs: Any,
 ):
     """A ``ray.data.Dataset`` of a run's selected rows.
@@ -90,7 +100,8 @@ def read_run(
         import ray.data
     except ImportError:
         raise missing_dependency("ray[data]") from None
-    r = open_run(run, label_map=label_map)
+    r = open_run(run, label_map=label_map, strict=strict)
+    r.check_rows()  # duplicates or foreign rows raise here, as in the PyTorch loaders
     sel = make_selection(
         selection,
         include_dropped=include_dropped,
@@ -106,5 +117,5 @@ def read_run(
     if sel.include_dropped or sel.where or sel.min_scores or sel.max_scores or sel.predicate:
         ds = ds.filter(_Keep(sel))  # the rest row by row, with the very code the torch loaders use
     if decode:
-        ds = ds.map(_Decode(r.label_map, image_size, columns))
+        ds = ds.map(_Decode(r.label_map, image_size, columns, verify_images))
     return ds

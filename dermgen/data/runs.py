@@ -1,8 +1,13 @@
 """Open a generated run (local folder or s3://) and select its rows, without loading image bytes.
 
-A run's shards are read through pyarrow: a local file, or ``pyarrow.fs.S3FileSystem`` pointed at
-``AWS_ENDPOINT_URL`` for S3 (ranged reads: a row group's image column only). ``io="store"`` reads whole
-shard objects through ``dermgen.store`` instead (boto3), for endpoints pyarrow's S3 client cannot talk to.
+A run is read through its one owner, `dermgen.rundir.RunDir`, and its store's one client configuration:
+``io="arrow"`` (default) opens each shard as a seekable file (ranged reads on S3: a row group's image
+column only); ``io="store"`` fetches whole shard objects.
+
+Exactly the run's committed shards are read: stray files (nested or renamed Parquet copies, temp files)
+are ignored with one warning; a shard that summary.json lists but that is gone is warned about with the
+count (``strict=True`` raises); a sample_id seen twice raises; rows of another run_id raise. With
+``verify_images=True`` every image's bytes are checked against its ``image_sha256`` when read.
 
 Selection (`Selection`) happens on the metadata columns only: by default kept images of ``status == "ok"``
 rows, plus any ``where`` equalities / memberships, score thresholds and a predicate on the row dict.
@@ -12,129 +17,41 @@ The result (`RowIndex`) lists (shard, row group, row) positions with each row's 
 
 from __future__ import annotations
 
-import io as _io
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dermgen.data.labels import LabelMap, as_label_map
+from dermgen.data.selection import Selection, make_selection
 from dermgen.errors import ConfigError, StoreError
-from dermgen.filters.names import SCORE_NAMES
+from dermgen.hashing import sha256_bytes
+from dermgen.rundir import SHARDS_PREFIX, RunDir, shard_key
 from dermgen.schema import SHARD_SCHEMA
-from dermgen.shards import SHARDS_PREFIX, committed_shard_ids, shard_key
-from dermgen.store import LocalStore, Store, open_store
+from dermgen.store import LocalStore, Store
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "META_COLUMNS",
+    "RowIndex",
+    "Run",
+    "Selection",
+    "Unit",
+    "make_selection",
+    "open_run",
+    "shard_files",
+]
+
 # Every column but the image bytes; `image.path` tells whether the row has an image at all.
 META_COLUMNS: tuple[str, ...] = tuple(c for c in SHARD_SCHEMA.names if c != "image") + ("image.path",)
-_LIST_COLUMNS = {f.name for f in SHARD_SCHEMA if pa.types.is_list(f.type)}
 
 IoMode = Literal["auto", "arrow", "store"]
-
-
-class Selection(BaseModel):
-    """Which rows of a run a loader yields.
-
-    - ``include_dropped``: also rows the filter dropped (only those whose PNG was saved have an image).
-    - ``statuses``: row statuses to keep; failed rows never have an image, so only "ok" makes sense.
-    - ``where``: column -> value or list of values. A scalar matches by equality, a list by membership.
-      For list columns (``tags``, ``drop_reasons``) a row matches if its list contains the value / any
-      of the values.
-    - ``min_scores`` / ``max_scores``: filter score -> inclusive bound. A row whose score is null
-      (scores are null when the run's filter was off) fails every bound on that score.
-    - ``predicate``: a callable on the row's metadata dict (every column but the image bytes),
-      applied last. Must be picklable (a module-level function) to reach DataLoader workers under spawn
-      and Ray workers.
-    """
-
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
-
-    include_dropped: bool = False
-    statuses: tuple[str, ...] = ("ok",)
-    where: dict[str, Any] = Field(default_factory=dict)
-    min_scores: dict[str, float] = Field(default_factory=dict)
-    max_scores: dict[str, float] = Field(default_factory=dict)
-    predicate: Callable[[dict[str, Any]], bool] | None = None
-
-    @field_validator("where")
-    @classmethod
-    def _where(cls, v: dict[str, Any]) -> dict[str, Any]:
-        known = [c for c in SHARD_SCHEMA.names if c != "image"]
-        for col in v:
-            if col not in known:
-                raise ValueError(f"unknown column {col!r}; expected one of {known}")
-        return v
-
-    @field_validator("min_scores", "max_scores")
-    @classmethod
-    def _scores(cls, v: dict[str, float]) -> dict[str, float]:
-        for name in v:
-            if name not in SCORE_NAMES:
-                raise ValueError(f"unknown score {name!r}; expected one of {list(SCORE_NAMES)}")
-        return v
-
-    def matches(self, row: Mapping[str, Any]) -> bool:
-        """True if `row` (a metadata dict, as read from a shard) is selected."""
-        if row.get("status") not in self.statuses:
-            return False
-        if not self.include_dropped and not row.get("kept"):
-            return False
-        for col, want in self.where.items():
-            have = row.get(col)
-            wanted = list(want) if isinstance(want, list | tuple | set | frozenset) else [want]
-            if col in _LIST_COLUMNS:
-                if not set(have or ()) & set(wanted):
-                    return False
-            elif have not in wanted:
-                return False
-        scores = row.get("scores") or {}
-        for name, bound in self.min_scores.items():
-            value = scores.get(name)
-            if value is None or value < bound:
-                return False
-        for name, bound in self.max_scores.items():
-            value = scores.get(name)
-            if value is None or value > bound:
-                return False
-        return self.predicate is None or bool(self.predicate(dict(row)))
-
-
-def make_selection(
-    selection: Selection | None = None,
-    *,
-    include_dropped: bool | None = None,
-    where: Mapping[str, Any] | None = None,
-    min_scores: Mapping[str, float] | None = None,
-    max_scores: Mapping[str, float] | None = None,
-    predicate: Callable[[dict[str, Any]], bool] | None = None,
-) -> Selection:
-    """A Selection from keyword arguments (merged over `selection` if given); ConfigError on bad input."""
-    base = selection.model_dump() if selection is not None else {}
-    updates = {
-        "include_dropped": include_dropped,
-        "where": dict(where) if where is not None else None,
-        "min_scores": dict(min_scores) if min_scores is not None else None,
-        "max_scores": dict(max_scores) if max_scores is not None else None,
-        "predicate": predicate,
-    }
-    base.update({k: v for k, v in updates.items() if v is not None})
-    try:
-        return Selection(**base)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors(include_url=False):
-            loc = ".".join(str(p) for p in err["loc"])
-            lines.append(f"{loc}: {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})")
-        raise ConfigError("; ".join(lines)) from None
 
 
 @dataclass(frozen=True)
@@ -163,20 +80,6 @@ class RowIndex:
         return len(self.records)
 
 
-def _s3_filesystem():
-    """pyarrow's S3 client configured like boto3: AWS_ENDPOINT_URL(_S3), region, env credentials."""
-    from pyarrow import fs as pafs
-
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    kwargs: dict[str, Any] = {"region": region}
-    if endpoint:
-        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
-        kwargs["endpoint_override"] = parsed.netloc
-        kwargs["scheme"] = parsed.scheme or "https"
-    return pafs.S3FileSystem(**kwargs)
-
-
 class Run:
     """A run's committed shards, readable from this process (and, after pickling, from any other).
 
@@ -190,28 +93,57 @@ class Run:
         io: IoMode = "auto",
         label_map: LabelMap | Mapping[str, int] | None = None,
         max_open_files: int = 16,
+        strict: bool = False,
+        verify_images: bool = False,
     ) -> None:
         if io not in ("auto", "arrow", "store"):
             raise ConfigError(f"io: {io!r} is not one of 'auto', 'arrow', 'store'")
-        self.store: Store = open_store(uri)
+        self.rundir = RunDir(uri)
+        self.store: Store = self.rundir.store
         self.uri = self.store.uri
         self.io = io
         self.label_map = as_label_map(label_map)
         self.max_open_files = max_open_files
-        self.shard_ids: list[str] = sorted(committed_shard_ids(self.store))
+        self.strict = strict
+        self.verify_images = verify_images
+        if isinstance(self.store, LocalStore) and not self.store.root.exists():
+            raise StoreError(f"run {self.uri!r} does not exist")
+        self.store.check_readable()
+        info = self.rundir.info_or_none()
+        self.run_id: str | None = info.run_id if info is not None else None
+        listing = self.rundir.listing()
+        self.shard_ids: list[str] = listing.shards
+        strays = [
+            k for k in listing.strays + listing.temps if k.startswith(SHARDS_PREFIX) or k.endswith(".parquet")
+        ]
+        if strays:
+            log.warning(
+                "%s: ignoring %d stray file(s) that are not committed shards (e.g. %s); read exactly the run's "
+                "shards, as these loaders do, or run `dermgen verify`",
+                self.uri,
+                len(strays),
+                strays[0],
+            )
+        summary = self.rundir.summary() if listing.summary_json else None
+        listed = (summary or {}).get("committed_shards")
+        self.missing_shards: list[str] = sorted(set(listed) - set(self.shard_ids)) if listed else []
+        if self.missing_shards:
+            msg = (
+                f"{self.uri}: {len(self.missing_shards)} shard(s) listed in summary.json are missing "
+                f"(e.g. {self.missing_shards[0]}); their rows are not loaded"
+            )
+            if strict:
+                raise StoreError(msg)
+            log.warning("%s (strict=True raises)", msg)
         if not self.shard_ids:
-            if isinstance(self.store, LocalStore) and not self.store.root.exists():
-                raise StoreError(f"run {self.uri!r} does not exist")
             raise StoreError(f"run {self.uri!r} has no committed shards under {SHARDS_PREFIX}")
         self._pid = os.getpid()
-        self._fs = None
         self._files: OrderedDict[str, pq.ParquetFile] = OrderedDict()
 
     # -- per-process handles -------------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_fs"] = None
         state["_files"] = OrderedDict()
         return state
 
@@ -221,33 +153,34 @@ class Run:
 
     def _check_process(self) -> None:
         if self._pid != os.getpid():  # forked (DataLoader worker) or unpickled: no shared sockets
-            self._fs = None
             self._files = OrderedDict()
-            self.store = open_store(self.uri)
+            self.rundir = RunDir(self.uri)
+            self.store = self.rundir.store
             self._pid = os.getpid()
 
     @property
     def is_s3(self) -> bool:
-        return self.uri.startswith("s3://")
+        return not isinstance(self.store, LocalStore)
 
     @property
     def effective_io(self) -> str:
         return "arrow" if self.io == "auto" else self.io
 
     def filesystem(self):
-        """(pyarrow filesystem, base path) for this run's root."""
-        self._check_process()
-        if self._fs is None:
-            from pyarrow import fs as pafs
+        """(pyarrow filesystem, base path) over the run's store; a shard's path is `shard_path`."""
+        from dermgen.rundir.fs import store_filesystem
 
-            self._fs = _s3_filesystem() if self.is_s3 else pafs.LocalFileSystem()
-        base = self.uri[len("s3://") :] if self.is_s3 else self.uri
-        return self._fs, base
+        self._check_process()
+        return store_filesystem(self.store)
 
     def shard_path(self, shard_id: str) -> str:
-        """The shard's path on `filesystem()` (a local path, or bucket/prefix/shards/x.parquet)."""
+        """The shard's path on `filesystem()`."""
         _, base = self.filesystem()
-        return f"{base.rstrip('/')}/{shard_key(shard_id)}"
+        return base + shard_key(shard_id)
+
+    def shard_files(self) -> list[str]:
+        """Local paths or s3:// URLs of exactly the committed shards (for tools that take file lists)."""
+        return [self.store.local_path(shard_key(s)) or self.store.url(shard_key(s)) for s in self.shard_ids]
 
     def parquet_file(self, shard_id: str) -> pq.ParquetFile:
         """An open ParquetFile for the shard (kept open, up to `max_open_files` per process)."""
@@ -257,10 +190,11 @@ class Run:
             self._files.move_to_end(shard_id)
             return pf
         if self.effective_io == "store":
+            import io as _io
+
             pf = pq.ParquetFile(_io.BytesIO(self.store.get(shard_key(shard_id))))
         else:
-            fs, _ = self.filesystem()
-            pf = pq.ParquetFile(fs.open_input_file(self.shard_path(shard_id)))
+            pf = self.rundir.parquet_file(shard_id)
         self._files[shard_id] = pf
         while len(self._files) > self.max_open_files:
             self._files.popitem(last=False)
@@ -281,9 +215,21 @@ class Run:
         return rows, sizes
 
     def read_image_column(self, shard_id: str, row_group: int) -> pa.Array:
-        """The row group's PNG bytes as one Arrow binary array (only the image bytes column is read)."""
-        table = self.parquet_file(shard_id).read_row_group(row_group, columns=["image.bytes"])
-        return table.column("image").combine_chunks().field("bytes")
+        """The row group's PNG bytes as one Arrow binary array (only the image bytes column is read).
+
+        With `verify_images`, every image's bytes are checked against the row's image_sha256 (StoreError)."""
+        cols = ["image.bytes", "image_sha256", "sample_id"] if self.verify_images else ["image.bytes"]
+        table = self.parquet_file(shard_id).read_row_group(row_group, columns=cols)
+        col = table.column("image").combine_chunks().field("bytes")
+        if self.verify_images:
+            shas = table.column("image_sha256").to_pylist()
+            ids = table.column("sample_id").to_pylist()
+            for value, sha, sid in zip(col, shas, ids, strict=True):
+                if value.is_valid and sha is not None and sha256_bytes(value.as_py()) != sha:
+                    raise StoreError(
+                        f"{self.uri}: image of {sid} (shard {shard_id}) does not match its image_sha256"
+                    )
+        return col
 
     def read_image_bytes(
         self, shard_id: str, row_group: int, rows: Sequence[int] | None = None
@@ -300,6 +246,29 @@ class Run:
             out.append(value.as_py())
         return out
 
+    def _check_rows(self, shard_id: str, rows: list[dict[str, Any]], seen: dict[str, str]) -> None:
+        for row in rows:
+            sid = row["sample_id"]
+            if sid in seen:
+                raise StoreError(
+                    f"{self.uri}: sample_id {sid} is in shard {seen[sid]} and again in {shard_id}; "
+                    "a shard was copied or a run merged twice (run `dermgen verify`)"
+                )
+            seen[sid] = shard_id
+            if row["shard_id"] != shard_id or (self.run_id is not None and row["run_id"] != self.run_id):
+                raise StoreError(
+                    f"{self.uri}: shard {shard_id} holds row {sid} of shard {row['shard_id']!r}, run "
+                    f"{row['run_id']!r}; it does not belong to this run (run `dermgen verify`)"
+                )
+
+    def check_rows(self) -> None:
+        """Raise StoreError if a sample_id appears twice or a shard holds another shard's or run's rows
+        (reads three small columns of every shard)."""
+        seen: dict[str, str] = {}
+        for shard_id in self.shard_ids:
+            rows = self.parquet_file(shard_id).read(columns=["sample_id", "shard_id", "run_id"]).to_pylist()
+            self._check_rows(shard_id, rows, seen)
+
     def select(self, selection: Selection | None = None) -> RowIndex:
         """Selected rows in a deterministic order (shard id, then row), grouped into row-group units."""
         selection = selection or Selection()
@@ -307,8 +276,10 @@ class Run:
         locations: list[tuple[str, int, int]] = []
         units: list[Unit] = []
         no_image = 0
+        seen: dict[str, str] = {}
         for shard_id in self.shard_ids:
             rows, sizes = self.read_metadata(shard_id)
+            self._check_rows(shard_id, rows, seen)
             start = 0
             for rg, size in enumerate(sizes):
                 offsets, positions = [], []
@@ -343,11 +314,19 @@ def open_run(
     *,
     io: IoMode = "auto",
     label_map: LabelMap | Mapping[str, int] | None = None,
+    strict: bool = False,
+    verify_images: bool = False,
 ) -> Run:
-    """Open a run's committed shards at a local path or s3://bucket/prefix."""
+    """Open a run's committed shards at a local path or s3://bucket/prefix (see `Run` for the checks)."""
     if isinstance(uri, Run):
         return uri
-    return Run(uri, io=io, label_map=label_map)
+    return Run(uri, io=io, label_map=label_map, strict=strict, verify_images=verify_images)
+
+
+def shard_files(uri: str | os.PathLike | Run) -> list[str]:
+    """Exactly the committed shards of a run, as local paths or s3:// URLs, for tools that take a file list
+    (``datasets.load_dataset("parquet", data_files=shard_files(run))``)."""
+    return open_run(uri).shard_files()
 
 
 def counts_by(records: Iterable[Mapping[str, Any]], key: str) -> dict[Any, int]:

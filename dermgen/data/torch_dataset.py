@@ -253,8 +253,10 @@ class RunDataset(ImageDataset):
         metadata_columns: Sequence[str] | Literal["all"] = (),
         io: IoMode = "auto",
         cache_row_groups: int | None = 4,
+        strict: bool = False,
+        verify_images: bool = False,
     ) -> None:
-        self.run = open_run(run, io=io, label_map=label_map)
+        self.run = open_run(run, io=io, label_map=label_map, strict=strict, verify_images=verify_images)
         self.selection = _selection_from(
             dict(
                 include_dropped=include_dropped,
@@ -438,8 +440,10 @@ class RunIterableDataset(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         equalize_ranks: bool = True,
+        strict: bool = False,
+        verify_images: bool = False,
     ) -> None:
-        self.run = open_run(run, io=io, label_map=label_map)
+        self.run = open_run(run, io=io, label_map=label_map, strict=strict, verify_images=verify_images)
         self.selection = _selection_from(
             dict(
                 include_dropped=include_dropped,

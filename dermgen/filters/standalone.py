@@ -218,7 +218,9 @@ def filter_folder(
 
 
 def _is_run(source: str) -> bool:
-    return source.startswith("s3://") or (Path(source) / "run.json").is_file()
+    from dermgen.rundir import RunDir
+
+    return RunDir.looks_like_run(source)
 
 
 def filter_run(
@@ -235,20 +237,19 @@ def filter_run(
     key in the run.
     """
     import io
-    import json
 
     from PIL import Image
 
-    from dermgen.shards import RUN_JSON, iter_shard_tables
-    from dermgen.store import open_store
+    from dermgen.rundir import RunDir
 
-    store = open_store(uri)
-    run = json.loads(store.get(RUN_JSON))
-    per_entry = {e["id"]: e.get("filter") or {} for e in run.get("manifest", {}).get("entries", [])}
+    rd = RunDir.open(uri, "filter")
+    store = rd.store
+    info = rd.info()
+    per_entry = {e["id"]: e.get("filter") or {} for e in (info.manifest or {}).get("entries", [])}
     entry_of: dict[str, str] = {}
 
     def items():
-        for _, table in iter_shard_tables(store, ["sample_id", "entry_id", "status", "image"]):
+        for _, table in rd.iter_tables(["sample_id", "entry_id", "status", "image"]):
             for row in table.to_pylist():
                 img = row["image"]
                 if row["status"] != "ok" or not img or img.get("bytes") is None:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dermgen.errors import ConfigError
 from dermgen.pipeline import LoraSpec
+from dermgen.uri import is_s3
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ def fuse_adapters(pipe, loras: Sequence[LoraSpec]) -> list[dict[str, Any]]:
     names, recorded = [], []
     for k, spec in enumerate(loras):
         local = spec.path
-        if local.startswith("s3://"):
+        if is_s3(local):
             from dermgen.store import download_to_cache
 
             local = str(download_to_cache(local))

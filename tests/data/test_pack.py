@@ -5,14 +5,14 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 
 from dermgen.data.pack import pack_folder
+from dermgen.rundir import RunDir
 from dermgen.schema import SHARD_SCHEMA
-from dermgen.shards import committed_shard_ids
 
 
 def test_packed_run_rows(packed_run, samples_dir):
     from dermgen.store import LocalStore
 
-    ids = sorted(committed_shard_ids(LocalStore(packed_run)))
+    ids = sorted(RunDir(LocalStore(packed_run)).shard_ids())
     assert len(ids) == 8 and ids[0] == "packed_benign-0000000-0000015"
     table = pq.read_table(packed_run / "shards" / f"{ids[0]}.parquet")
     assert table.schema.equals(SHARD_SCHEMA, check_metadata=False)

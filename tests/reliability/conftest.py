@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from dermgen.shards import commit_shard, image_key, read_shard, shard_key
+from dermgen.rundir import RunDir, image_key, shard_key
+from dermgen.shards import commit_shard
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMOKE_MANIFEST = str(REPO_ROOT / "manifests" / "smoke.yaml")  # 4 benign + 4 malignant, 4 steps, 64 px
@@ -73,22 +74,20 @@ def gen():
 
 def planned_sample_ids(store) -> set[str]:
     """Sample ids of every base shard of the plan recorded in the run's run.json."""
-    import json
 
-    from dermgen.shards import RUN_JSON
-    from dermgen.verify import _plan_from_run_json
+    from dermgen.rundir import RunDir
 
-    plan = _plan_from_run_json(json.loads(store.get(RUN_JSON)))
+    plan = RunDir(store).info().plan()
     return {s.sample_id for shard in plan.shards for s in shard.samples}
 
 
 def check_exactly_once(store, expected: int | None = None) -> dict:
     """Assert each planned sample is written exactly once and `verify_run` is ok; returns the counts."""
-    from dermgen.shards import read_rows
+    from dermgen.rundir import RunDir
     from dermgen.verify import verify_run
 
     planned = planned_sample_ids(store)
-    ids = read_rows(store, ["sample_id"]).column("sample_id").to_pylist()
+    ids = RunDir(store).rows(["sample_id"]).column("sample_id").to_pylist()
     counts = Counter(ids)
     duplicates = sorted(k for k, n in counts.items() if n > 1)
     missing = sorted(planned - set(counts))
@@ -148,7 +147,7 @@ def s3_run_copy(base_run, s3_bucket):
 
 def uncommit(store, shard_id: str) -> list[dict]:
     """Take the store back to before `shard_id` committed; returns the shard's rows (with image bytes)."""
-    rows = read_shard(store, shard_id).to_pylist()
+    rows = RunDir(store).read_shard(shard_id).to_pylist()
     store.delete(shard_key(shard_id))
     for r in rows:
         if r["image"] and r["image"]["path"]:

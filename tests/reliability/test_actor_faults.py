@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from dermgen.shards import read_shard
+from dermgen.rundir import RunDir
 from dermgen.store import LocalStore
 
 TARGET = "benign_mole-0000002-0000004"
@@ -55,7 +55,7 @@ def test_actor_killed_mid_shard_every_sample_once(tmp_path, ray_env, gen, exactl
     assert summary["orphans_removed"] == 2, "the dead attempt's two PNGs are swept at the end"
     assert summary["complete"] and summary["generated"] == 8
     store = LocalStore(out)
-    rows = read_shard(store, TARGET, ["actor", "attempt_id"]).to_pylist()
+    rows = RunDir(store).read_shard(TARGET, ["actor", "attempt_id"]).to_pylist()
     assert {r["actor"] for r in rows} == {"gen-1"}, "the shard was committed by the replacement actor"
     exactly_once(store, 8)
 
@@ -81,7 +81,7 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(tmp_path, monkeypatch,
     print(f"OOM: batch sizes that failed {ooms}")
     assert ooms == [4, 2], "halved once per OOM, then kept for the worker's life"
     store = LocalStore(out)
-    table = read_shard(store, "benign_mole-0000000-0000004", ["status", "batch_size"]).to_pylist()
+    table = RunDir(store).read_shard("benign_mole-0000000-0000004", ["status", "batch_size"]).to_pylist()
     assert {(r["status"], r["batch_size"]) for r in table} == {("ok", 1)}
     assert summary["complete"]
     exactly_once(store, 8)

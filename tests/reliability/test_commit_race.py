@@ -14,7 +14,8 @@ import threading
 import pytest
 
 from dermgen.errors import StoreError
-from dermgen.shards import RUN_JSON, commit_shard, read_shard, shard_key
+from dermgen.rundir import RUN_JSON, RunDir, shard_key
+from dermgen.shards import commit_shard
 from dermgen.store import LocalStore, Store
 
 SHARD = "benign_mole-0000000-0000002"
@@ -25,7 +26,7 @@ def check_one_winner(store: Store, shard_id: str, results: list, attempts: list)
     print(f"{len(results)} attempts raced on {shard_id}: winners {len(winners)}")
     assert len(winners) == 1, [r.committed for r in results]
     win_id, _, win_keys = attempts[winners[0]]
-    stored = read_shard(store, shard_id, ["attempt_id"]).column("attempt_id").to_pylist()
+    stored = RunDir(store).read_shard(shard_id, ["attempt_id"]).column("attempt_id").to_pylist()
     assert set(stored) == {win_id}, "the committed Parquet must be the winner's"
     assert all(store.exists(k) for k in win_keys)
     for i, (_, _, keys) in enumerate(attempts):
@@ -51,7 +52,7 @@ def test_recommit_of_a_committed_shard_changes_nothing(run_copy, commit_race, ex
     store = LocalStore(run_copy)
     path = store.local_path(shard_key(SHARD))
     before = os.stat(path)
-    rows = read_shard(store, SHARD).to_pylist()
+    rows = RunDir(store).read_shard(SHARD).to_pylist()
     _, late_rows, late_keys = commit_race.new_attempt(store, rows)
     result = commit_shard(store, SHARD, late_rows, late_keys)
     assert not result.committed
@@ -75,9 +76,9 @@ def shard_worker(base_run):
 
 
 def planned_shard(store: Store, shard_id: str):
-    from dermgen.verify import _plan_from_run_json
+    from dermgen.rundir import RunDir
 
-    plan = _plan_from_run_json(json.loads(store.get(RUN_JSON)))
+    plan = RunDir(store).info().plan()
     return next(s for s in plan.shards if s.shard_id == shard_id)
 
 
@@ -120,7 +121,7 @@ def test_run_shard_race_one_winner(backend, request, shard_worker, commit_race, 
     committed = [s for s in summaries if s["committed"]]
     print(f"run_shard race on {backend}: committed flags {[s['committed'] for s in summaries]}")
     assert len(committed) == 1
-    stored = set(read_shard(store, SHARD, ["attempt_id"]).column("attempt_id").to_pylist())
+    stored = set(RunDir(store).read_shard(SHARD, ["attempt_id"]).column("attempt_id").to_pylist())
     assert stored == {committed[0]["attempt_id"]}
     loser = next(s for s in summaries if not s["committed"])
     assert not [k for k in store.list("images/") if f".{loser['attempt_id']}." in k], "loser left PNGs"

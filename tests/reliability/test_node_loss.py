@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dermgen.shards import iter_shard_tables
+from dermgen.rundir import RunDir
 from dermgen.store import LocalStore
 
 SMOKE_TEXT = (Path(__file__).resolve().parents[2] / "manifests" / "smoke.yaml").read_text()
@@ -31,7 +31,7 @@ def cluster(no_ray):
 
 def actors_with_commits(store) -> set[str]:
     try:
-        return {a for _, t in iter_shard_tables(store, ["actor"]) for a in t.column("actor").to_pylist()}
+        return {a for _, t in RunDir(store).iter_tables(["actor"]) for a in t.column("actor").to_pylist()}
     except Exception:  # noqa: BLE001 - the run is writing; try again
         return set()
 
@@ -49,7 +49,7 @@ def test_node_removed_mid_run_every_sample_once(tmp_path, cluster, gen, exactly_
             time.sleep(0.1)
         if len(actors_with_commits(store)) >= 2:
             c.remove_node(nodes[1], allow_graceful=False)
-            removed["committed_before"] = len(list(iter_shard_tables(store, ["sample_id"])))
+            removed["committed_before"] = len(list(RunDir(store).iter_tables(["sample_id"])))
 
     killer = threading.Thread(target=remove_a_node_when_both_actors_work, daemon=True)
     killer.start()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dermgen.errors import PlanMismatchError
-from dermgen.shards import RUN_JSON, SHARDS_PREFIX, committed_shard_ids, read_shard, shard_key
+from dermgen.rundir import RUN_JSON, SHARDS_PREFIX, RunDir, shard_key
 from dermgen.store import LocalStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -53,10 +53,10 @@ def job_env() -> dict[str, str]:
 def shard_facts(store: LocalStore) -> dict[str, tuple[int, int, tuple[str, ...]]]:
     """Per committed shard: inode, mtime and the attempt ids in its rows."""
     out = {}
-    for shard_id in committed_shard_ids(store):
+    for shard_id in RunDir(store).shard_ids():
         st = os.stat(store.local_path(shard_key(shard_id)))
         attempts = tuple(
-            sorted(set(read_shard(store, shard_id, ["attempt_id"]).column("attempt_id").to_pylist()))
+            sorted(set(RunDir(store).read_shard(shard_id, ["attempt_id"]).column("attempt_id").to_pylist()))
         )
         out[shard_id] = (st.st_ino, st.st_mtime_ns, attempts)
     return out

@@ -11,7 +11,7 @@ import threading
 
 from fault_proxy import Fault
 
-from dermgen.shards import read_shard, shard_key, sweep_orphans
+from dermgen.rundir import RunDir, shard_key
 from dermgen.store import S3Store, open_store
 
 ALL_KINDS = ("slowdown", "internal", "reset", "reset_after", "slow", "truncate")
@@ -114,9 +114,9 @@ def test_fallback_race_may_commit_twice_and_the_sweep_repairs_it(
     store.exists = exists_after_both_checked  # type: ignore[method-assign]
     results, attempts = commit_race(store, shard_id, 2)
     assert [r.committed for r in results] == [True, True], "both attempts passed the check"
-    stored = set(read_shard(store, shard_id, ["attempt_id"]).column("attempt_id").to_pylist())
+    stored = set(RunDir(store).read_shard(shard_id, ["attempt_id"]).column("attempt_id").to_pylist())
     assert len(stored) == 1 and stored <= {a[0] for a in attempts}
-    orphans = sweep_orphans(store)
+    orphans = RunDir(store).sweep_orphans(RunDir(store).info().run_id)
     assert len(orphans) == 2, orphans  # the overwritten attempt's two PNGs
     exactly_once(store, 8)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dermgen.cli import main
+from dermgen.rundir import RunDir, shard_key
 from dermgen.schema import SHARD_SCHEMA
-from dermgen.shards import read_shard, shard_key, table_to_parquet
+from dermgen.shards import table_to_parquet
 from dermgen.store import LocalStore, Store
 
 SHARD = "benign_mole-0000000-0000002"
@@ -14,7 +15,7 @@ NEXT = "benign_mole-0000002-0000004"
 
 
 def first_png(store: Store, shard_id: str = SHARD) -> tuple[str, str]:
-    row = read_shard(store, shard_id, ["sample_id", "image"]).to_pylist()[0]
+    row = RunDir(store).read_shard(shard_id, ["sample_id", "image"]).to_pylist()[0]
     return row["image"]["path"], row["sample_id"]
 
 
@@ -41,7 +42,7 @@ def tamper_png(store: Store) -> tuple[str, str]:
 
 def duplicate_row(store: Store) -> tuple[str, str]:
     """A second shard object (a top-up that overlapped, say) holding an already committed sample."""
-    rows = read_shard(store, SHARD).to_pylist()[1:] + read_shard(store, NEXT).to_pylist()[:1]
+    rows = RunDir(store).read_shard(SHARD).to_pylist()[1:] + RunDir(store).read_shard(NEXT).to_pylist()[:1]
     dup_id = "benign_mole-0000001-0000003"
     for r in rows:
         r["shard_id"] = dup_id
@@ -53,7 +54,7 @@ def duplicate_row(store: Store) -> tuple[str, str]:
 
 def drop_shard(store: Store) -> tuple[str, str]:
     """A finished run that lost a whole shard, PNGs included (nothing orphaned points at it)."""
-    for r in read_shard(store, SHARD, ["image"]).to_pylist():
+    for r in RunDir(store).read_shard(SHARD, ["image"]).to_pylist():
         store.delete(r["image"]["path"])
     store.delete(shard_key(SHARD))
     return shard_key(SHARD), "planned shard missing although summary.json marks the run finished"

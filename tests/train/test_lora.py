@@ -187,13 +187,13 @@ def test_generate_with_lora_records_the_adapter_in_every_row(trained, tmp_path):
     root_conftest = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(root_conftest)
     generate_run = root_conftest.generate_run
-    from dermgen.shards import read_rows
+    from dermgen.rundir import RunDir
     from dermgen.store import open_store
 
     _, result = trained
     sha = json.loads((Path(result.output) / "lora_card.json").read_text())["adapter"]["sha256"]
     generate_run(tmp_path / "run", limit=4, lora=[f"{result.weights}:0.8"])
-    rows = read_rows(open_store(tmp_path / "run"), ["status", "loras"]).to_pylist()
+    rows = RunDir(open_store(tmp_path / "run")).rows(["status", "loras"]).to_pylist()
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
     for r in rows:
         assert [(lr["sha256"], lr["scale"]) for lr in r["loras"]] == [(sha, pytest.approx(0.8))]
@@ -245,7 +245,7 @@ def test_resume_refuses_other_settings_and_fresh_runs_refuse_old_outputs(samples
 
 def test_prior_preservation_from_a_run(tiny_run, samples_dir, tmp_path):
     """Train on the kept rows of a generated run, with the shared samples as class images."""
-    from dermgen.shards import read_rows
+    from dermgen.rundir import RunDir
     from dermgen.store import open_store
 
     res = train_lora(
@@ -258,7 +258,7 @@ def test_prior_preservation_from_a_run(tiny_run, samples_dir, tmp_path):
             float(r["instance_loss"]) + 0.5 * float(r["prior_loss"]), rel=1e-5
         )
     card = json.loads((Path(res.output) / "lora_card.json").read_text())
-    kept = [r for r in read_rows(open_store(tiny_run), ["label", "kept"]).to_pylist() if r["kept"]]
+    kept = [r for r in RunDir(open_store(tiny_run)).rows(["label", "kept"]).to_pylist() if r["kept"]]
     assert card["data"]["images"] == len(kept)
     assert card["class_data"]["counts"] == {"benign": 60, "malignant": 60}
     assert card["hyperparameters"]["class_prompt"] == "skin mole"

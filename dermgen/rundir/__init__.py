@@ -1,0 +1,43 @@
+"""The one owner of a run's on-disk form: layout, run.json, committed shards, rows, summaries, sweep.
+
+    from dermgen.rundir import RunDir
+    rd = RunDir.open("s3://bucket/derm-6k")
+    info = rd.info(); plan = info.plan(); rows = rd.rows(["sample_id", "label", "kept"])
+
+Writers (`dermgen.shards.commit_shard`, `dermgen.run`) use the same layout; readers never parse run.json
+or list shards themselves.
+"""
+
+from dermgen.rundir.layout import (
+    IMAGES_PREFIX,
+    RUN_JSON,
+    SHARDS_PREFIX,
+    SUMMARY_JSON,
+    Listing,
+    classify,
+    image_key,
+    parse_image_key,
+    parse_shard_id,
+    shard_key,
+)
+from dermgen.rundir.model import AdapterBinding, Binding, RunInfo, ShardSummary, summarise_shard
+from dermgen.rundir.reader import RunDir
+
+__all__ = [
+    "IMAGES_PREFIX",
+    "RUN_JSON",
+    "SHARDS_PREFIX",
+    "SUMMARY_JSON",
+    "AdapterBinding",
+    "Binding",
+    "Listing",
+    "RunDir",
+    "RunInfo",
+    "ShardSummary",
+    "classify",
+    "image_key",
+    "parse_image_key",
+    "parse_shard_id",
+    "shard_key",
+    "summarise_shard",
+]

@@ -1,0 +1,225 @@
+"""`RunDir`: the one reader (and owner) of a run's on-disk form on a `Store`, local or S3.
+
+Everything that reads a run -- resume, inspect, verify, report, `filter RUN`, preprocess and every loader --
+goes through it: run.json as a typed `RunInfo`, the listing sorted into committed shards and strays,
+shard tables, rows, shard summaries, the images rows reference, and the orphan sweep, which deletes only
+objects of the run's own naming and run_id.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dermgen.errors import StoreError
+from dermgen.rundir.layout import (
+    IMAGES_PREFIX,
+    RUN_JSON,
+    SUMMARY_JSON,
+    Listing,
+    classify,
+    parse_image_key,
+    shard_key,
+)
+from dermgen.rundir.model import SUMMARY_COLUMNS, RunInfo, ShardSummary, summarise_shard
+from dermgen.schema import SHARD_SCHEMA, conform
+from dermgen.store import LocalStore, Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+class RunDir:
+    """A run's root on a store. Cheap to make; every read goes to the store (no hidden caching)."""
+
+    def __init__(self, store: Store | str | os.PathLike, what: str = "run") -> None:
+        self.store = store if isinstance(store, Store) else open_store(store, what)
+
+    @classmethod
+    def open(cls, uri: Store | str | os.PathLike, what: str = "run") -> RunDir:
+        """A RunDir for an existing run: StoreError (exit 3) if the folder or bucket is missing."""
+        rd = cls(uri, what)
+        rd.store.check_readable()
+        return rd
+
+    @staticmethod
+    def looks_like_run(uri: str | os.PathLike) -> bool:
+        """True for an s3:// URI or a local folder holding run.json or shards/ (no store request)."""
+        from pathlib import Path
+
+        from dermgen.uri import is_s3
+
+        if is_s3(uri):
+            return True
+        p = Path(uri)
+        return (p / RUN_JSON).is_file() or (p / "shards").is_dir()
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri
+
+    # -- run.json / summary.json ------------------------------------------------------------------
+
+    def info(self) -> RunInfo:
+        """run.json as a RunInfo; StoreError if missing or not a dermgen run.json."""
+        try:
+            data = self.store.get(RUN_JSON)
+        except KeyError:
+            raise StoreError(
+                f"{self.uri} holds no {RUN_JSON} (not a dermgen run, or nothing written yet)"
+            ) from None
+        return RunInfo.parse(data, self.uri)
+
+    def info_or_none(self) -> RunInfo | None:
+        try:
+            data = self.store.get(RUN_JSON)
+        except KeyError:
+            return None
+        return RunInfo.parse(data, self.uri)
+
+    def write_info(self, info: RunInfo, *, create: bool) -> bool:
+        """Write run.json; with `create`, only if absent (True if this call created it)."""
+        if create:
+            return self.store.put_if_absent(RUN_JSON, info.to_bytes())
+        self.store.put(RUN_JSON, info.to_bytes())
+        return True
+
+    def summary(self) -> dict[str, Any] | None:
+        """summary.json (written once a run finishes), or None."""
+        try:
+            return json.loads(self.store.get(SUMMARY_JSON))
+        except KeyError:
+            return None
+        except ValueError as exc:
+            raise StoreError(f"{self.uri}/{SUMMARY_JSON} is not valid JSON ({exc})") from None
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        self.store.put(SUMMARY_JSON, json.dumps(summary, indent=2, sort_keys=True, default=str).encode())
+
+    # -- listing ----------------------------------------------------------------------------------
+
+    def listing(self) -> Listing:
+        return classify(list(self.store.list("")), self.store.temp_files(""))
+
+    def shard_ids(self) -> list[str]:
+        """Committed shard ids (well-formed names directly under shards/), sorted."""
+        return classify(list(self.store.list("shards/"))).shards
+
+    # -- shards and rows --------------------------------------------------------------------------
+
+    def read_shard(self, shard_id: str, columns: list[str] | None = None, *, raw: bool = False) -> pa.Table:
+        """The shard's rows; all columns cast to the shard schema, or as stored with `raw` (verify)."""
+        data = self.store.get(shard_key(shard_id))
+        if raw:
+            return pq.read_table(io.BytesIO(data))
+        if columns is not None:  # read only what is asked for (and stored); older shards lack later columns
+            stored = set(pq.read_schema(io.BytesIO(data)).names)
+            table = pq.read_table(io.BytesIO(data), columns=[c for c in columns if c in stored])
+        else:
+            table = pq.read_table(io.BytesIO(data))
+        return conform(table, columns)
+
+    def parquet_file(self, shard_id: str) -> pq.ParquetFile:
+        """An open ParquetFile over the shard object (ranged reads through the store)."""
+        return pq.ParquetFile(self.store.open_input(shard_key(shard_id)))
+
+    def iter_tables(
+        self, columns: list[str] | None = None, shard_ids: list[str] | None = None
+    ) -> Iterator[tuple[str, pa.Table]]:
+        for shard_id in shard_ids if shard_ids is not None else self.shard_ids():
+            yield shard_id, self.read_shard(shard_id, columns)
+
+    def rows(self, columns: list[str] | None = None) -> pa.Table:
+        """All committed rows (choose `columns` to leave the image bytes behind)."""
+        tables = [t for _, t in self.iter_tables(columns)]
+        if not tables:
+            schema = SHARD_SCHEMA if columns is None else pa.schema([SHARD_SCHEMA.field(c) for c in columns])
+            return schema.empty_table()
+        return pa.concat_tables(tables)
+
+    def shard_summaries(self) -> dict[str, ShardSummary]:
+        return {sid: summarise_shard(sid, t) for sid, t in self.iter_tables(list(SUMMARY_COLUMNS))}
+
+    def referenced_images(self) -> set[str]:
+        refs: set[str] = set()
+        for _, table in self.iter_tables(["image"]):
+            for img in table.column("image").to_pylist():
+                if img and img.get("path"):
+                    refs.add(img["path"])
+        return refs
+
+    # -- the run's own leftovers ------------------------------------------------------------------
+
+    def sweep_orphans(
+        self, run_id: str, entry_ids: set[str] | None = None, dry_run: bool = False
+    ) -> list[str]:
+        """Delete PNGs left by dead or losing attempts of THIS run, and this store's temp files of
+        interrupted writes under shards/ and images/. Returns the keys removed (or found, with dry_run).
+
+        A PNG is removed only if its key has the run's naming (images/<kind>/<label>/<sample>.<attempt>.png),
+        its entry is one of `entry_ids` (when given), no committed row references it, and the run_id
+        embedded in the PNG is `run_id`. Nothing else is ever deleted. Only safe when no attempt runs.
+        """
+        refs = self.referenced_images()
+        orphans = []
+        for key in self.store.list(IMAGES_PREFIX):
+            parts = parse_image_key(key)
+            if parts is None or key in refs:
+                continue
+            if entry_ids is not None and parts["entry"] not in entry_ids:
+                continue
+            if _png_run_id(self.store, key) != run_id:
+                continue
+            orphans.append(key)
+        temps = [k for k in self.store.temp_files("") if k.startswith(("shards/", "images/"))]
+        if not dry_run:
+            for key in orphans:
+                self.store.delete(key)
+            for key in temps:
+                self.store.delete_temp(key)
+        if orphans or temps:
+            log.info(
+                "%s %d orphaned image(s) from unfinished attempts and %d temp file(s)",
+                "found" if dry_run else "removed",
+                len(orphans),
+                len(temps),
+            )
+        return orphans + temps
+
+    def delete_run(self, run_ids: set[str]) -> int:
+        """Delete a run's own objects (for --force-new-run): its shards, the PNGs they reference or that
+        carry one of `run_ids` (or the run_id of a shard's rows), summary.json. Nothing else. Returns the
+        count deleted."""
+        listing = self.listing()
+        run_ids = set(run_ids)
+        refs: set[str] = set()
+        for _, table in self.iter_tables(["run_id", "image"], listing.shards):
+            run_ids.update(table.column("run_id").to_pylist())
+            refs.update(img["path"] for img in table.column("image").to_pylist() if img and img.get("path"))
+        doomed = [shard_key(s) for s in listing.shards]
+        doomed += [k for k in listing.images if k in refs or _png_run_id(self.store, k) in run_ids]
+        doomed += [SUMMARY_JSON] if listing.summary_json else []
+        for key in doomed:
+            self.store.delete(key)
+        return len(doomed)
+
+    def is_local(self) -> bool:
+        return isinstance(self.store, LocalStore)
+
+
+def _png_run_id(store: Store, key: str) -> str | None:
+    """The run_id dermgen embedded in a PNG's text chunk, or None (not ours, unreadable)."""
+    from PIL import Image
+
+    try:
+        img = Image.open(io.BytesIO(store.get(key)))
+        meta = json.loads(img.info.get("dermgen", "{}"))
+    except (KeyError, OSError, ValueError):
+        return None
+    return meta.get("run_id") if isinstance(meta, dict) else None
