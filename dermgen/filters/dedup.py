@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dermgen.filters.base import ImageView, Scorer, check_image
+from dermgen.filters.base import ImageView, Scorer
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -58,6 +58,7 @@ MAX_CANDIDATES = 2  # entries verified per query (best texture match first)
 RERANK = 24  # entries re-ranked by texture, best ring cosine first
 COARSE_GATE = 0.6  # 64 px texture match needed for a verification (copies >= 0.7, most distinct <= 0.6)
 ECC_ITERATIONS = 10
+LOW_RES_SIGMA = 1.2  # extra blur of the fine band for small copies (0: off)
 VERIFIED = 0.94  # a verification at or above this is a copy for sure: no need to try further candidates
 
 LAB_SIDE = 64  # the Lab copy the ring descriptors are computed on
@@ -227,17 +228,36 @@ def _gray_similarity(a_gray: np.ndarray, b_gray: np.ndarray) -> float:
     warped = cv2.warpAffine(
         b_fine, warp, (SIDE, SIDE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=np.nan
     )
-    va = a_fine[MARGIN:-MARGIN, MARGIN:-MARGIN].ravel()
-    vb = warped[MARGIN:-MARGIN, MARGIN:-MARGIN].ravel()
+    corr = _correlation(a_fine, warped)
+    if corr is None:  # two flat frames: identical if their grey levels match
+        return 1.0 if abs(float(a_gray.mean()) - float(b_gray.mean())) < 2 else 0.0
+    if corr < VERIFIED and LOW_RES_SIGMA:
+        # one image may be a small copy (~100 px) without the finest texture: compare both at its resolution
+        a_low = cv2.GaussianBlur(a_fine, (0, 0), LOW_RES_SIGMA)
+        b_low = cv2.warpAffine(
+            cv2.GaussianBlur(b_fine, (0, 0), LOW_RES_SIGMA),
+            warp,
+            (SIDE, SIDE),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderValue=np.nan,
+        )
+        corr = max(corr, _correlation(a_low, b_low) or 0.0)
+    return float(np.clip(corr, 0.0, 1.0))
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Correlation of the inner parts (b may hold NaN outside the overlap); None for two flat frames."""
+    va = a[MARGIN:-MARGIN, MARGIN:-MARGIN].ravel()
+    vb = b[MARGIN:-MARGIN, MARGIN:-MARGIN].ravel()
     ok = np.isfinite(vb)
     if int(ok.sum()) < 100:
         return 0.0
     va = va[ok] - va[ok].mean()
     vb = vb[ok] - vb[ok].mean()
     denom = float(np.linalg.norm(va) * np.linalg.norm(vb))
-    if denom < 1e-6:  # two flat frames: identical if their grey levels match
-        return 1.0 if abs(float(a_gray.mean()) - float(b_gray.mean())) < 2 else 0.0
-    return float(np.clip(va @ vb / denom, 0.0, 1.0))
+    if denom < 1e-6:
+        return None
+    return float(va @ vb / denom)
 
 
 COARSE = 64  # orientation search resolution
@@ -251,15 +271,25 @@ def _coarse_band(gray: np.ndarray) -> np.ndarray:
 
 
 def orientation_scores(a_gray: np.ndarray, b_gray: np.ndarray) -> np.ndarray:
-    """(8,) how well ``a`` turned by each orientation lines up with ``b``: best normalised template match
-    of its centre at 64 px over a few scales (cheap; used to pick the orientation to verify)."""
+    """(8,) how well ``a`` turned by each orientation lines up with ``b`` at 64 px: the best normalised
+    template match of ``a``'s centre in ``b`` and of ``b``'s centre in ``a`` over a few zooms (cheap; it
+    picks the orientation to verify and gates the verification)."""
+    m = COARSE_MARGIN
     a = _coarse_band(a_gray)
     b = _coarse_band(b_gray)
-    scaled = [cv2.resize(b, (round(COARSE * s),) * 2, interpolation=cv2.INTER_LINEAR) for s in COARSE_SCALES]
+    b_scaled = [
+        cv2.resize(b, (round(COARSE * s),) * 2, interpolation=cv2.INTER_LINEAR) for s in COARSE_SCALES
+    ]
+    b_centre = b[m:-m, m:-m]
     out = np.zeros(8, np.float32)
     for k in range(8):
-        template = orient(a, k)[COARSE_MARGIN:-COARSE_MARGIN, COARSE_MARGIN:-COARSE_MARGIN]
-        out[k] = max(float(cv2.matchTemplate(b_s, template, cv2.TM_CCOEFF_NORMED).max()) for b_s in scaled)
+        a_k = orient(a, k)
+        template = a_k[m:-m, m:-m]
+        best = max(float(cv2.matchTemplate(b_s, template, cv2.TM_CCOEFF_NORMED).max()) for b_s in b_scaled)
+        for s in COARSE_SCALES[1:]:
+            a_s = cv2.resize(a_k, (round(COARSE * s),) * 2, interpolation=cv2.INTER_LINEAR)
+            best = max(best, float(cv2.matchTemplate(a_s, b_centre, cv2.TM_CCOEFF_NORMED).max()))
+        out[k] = best
     return out
 
 
@@ -443,8 +473,8 @@ def read_rgb(path: str | os.PathLike[str]) -> np.ndarray | None:
 class MemorisationScorer(Scorer):
     """Similarity to the closest reference (fine-tuning) image, 0..1 (1 = exact copy).
 
-    The references are every png/jpg/jpeg/webp under ``reference_dir`` (recursive), fingerprinted once
-    at construction. Same measure as :class:`DuplicateScorer`: exact and near copies score >= 0.94,
+    The references are every png/jpg/jpeg/webp under ``reference_dir`` (recursive; or a local run's kept
+    images), fingerprinted once and cached by content (:mod:`dermgen.filters.reference_index`). Same measure as :class:`DuplicateScorer`: exact and near copies score >= 0.94,
     different images <= 0.83 (0 when no reference passes the thumbnail gate).
     """
 
@@ -453,21 +483,15 @@ class MemorisationScorer(Scorer):
     def __init__(
         self, reference_dir: str | os.PathLike[str] | None = None, index: FingerprintIndex | None = None
     ):
+        self.reference = None
         if index is None:
-            index = FingerprintIndex()
             if reference_dir is not None:
-                unreadable = 0
-                for path in iter_image_files(reference_dir):
-                    img = read_rgb(path)
-                    if img is None:
-                        unreadable += 1
-                        continue
-                    index.add(fingerprint(check_image(img)), str(path))
-                if unreadable:
-                    log.warning(
-                        "memorisation: %d unreadable files under %s were skipped", unreadable, reference_dir
-                    )
-                log.info("memorisation: %d reference images from %s", len(index), reference_dir)
+                from dermgen.filters.reference_index import load_reference_index
+
+                self.reference = load_reference_index(reference_dir)
+                index = self.reference.index
+            else:
+                index = FingerprintIndex()
         self.index = index
 
     def compute(self, view: ImageView) -> dict[str, float]:
@@ -475,4 +499,7 @@ class MemorisationScorer(Scorer):
 
     def nearest(self, image: np.ndarray | ImageView) -> tuple[float, str | None]:
         """(similarity, path) of the closest reference image."""
-        return self.index.nearest(fingerprint(image))
+        sim, label = self.index.nearest(fingerprint(image))
+        if label is not None and self.reference is not None:
+            label = str(self.reference.path(label))
+        return sim, label
