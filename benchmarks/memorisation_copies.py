@@ -54,14 +54,14 @@ def main(argv: list[str] | None = None) -> dict:
     images = [read_rgb(f) for f in files]
     fps = [fingerprint(img) for img in images]
     index = FingerprintIndex()
-    for f, fp in zip(files, fps):
+    for f, fp in zip(files, fps, strict=True):
         index.add(fp, f.relative_to(root).as_posix())
     flt = build_filter("default", overrides={"duplicate": None})
     flt.memorisation = MemorisationScorer(index=index)
     threshold = FilterConfig().thresholds()["memorisation"]
     rng = np.random.default_rng(2026)
     copies, dropped_mem, missed, times = 0, 0, [], []
-    for f, img in zip(files, images):
+    for f, img in zip(files, images, strict=True):
         for k in orientations:
             copy = hard_copy(img, rng, k)
             t = time.perf_counter()
