@@ -153,8 +153,45 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from dermgen.audit import audit
+
+    summary = audit(args.input, args.output, args.reference, max_baseline=args.max_baseline)
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+def register_audit(sub) -> None:
+    """`dermgen audit`: nearest reference image of every generated image, baseline, HTML report."""
+    p = sub.add_parser(
+        "audit",
+        help="memorisation audit: nearest reference image of every generated image, with an HTML report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  dermgen audit outputs/derm-6k --reference ./isic-train --output audit/\n"
+        "  dermgen audit ./Derm-T2IM-Dataset --reference ./isic --output audit/\n"
+        "  dermgen audit outputs/derm-6k --output audit/   # the training folder of the run's LoRA adapters",
+    )
+    p.add_argument("input", help="a generation run (folder or s3://) or a folder of images")
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="folder of reference images or a local run (default: the training folder named in the cards "
+        "of the run's LoRA adapters)",
+    )
+    p.add_argument("--output", required=True, help="folder for audit.parquet, baseline.parquet, index.html")
+    p.add_argument(
+        "--max-baseline",
+        type=int,
+        default=500,
+        help="reference images measured against the others (baseline)",
+    )
+    p.set_defaults(func=cmd_audit)
+
+
 def register(sub) -> None:
     from dermgen.cli import _filter_override
+
+    register_audit(sub)
 
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(

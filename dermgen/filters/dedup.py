@@ -377,39 +377,46 @@ class FingerprintIndex:
         self.__init__()
 
     def entry(self, i: int) -> Fingerprint:
-        """The stored part of entry ``i`` as a fingerprint (no Lab copy: usable as ``b`` only)."""
+        """The stored part of entry ``i`` as a fingerprint."""
         return Fingerprint(self._rings[i], self._grays[i])
 
-    def shortlist(self, fp: Fingerprint, k: int = RERANK) -> list[tuple[int, float]]:
-        """Up to ``k`` entries by ring cosine (best over the 3x3 window pairs), best first."""
+    def shortlist(
+        self, fp: Fingerprint, k: int = RERANK, exclude: int | None = None
+    ) -> list[tuple[int, float]]:
+        """Up to ``k`` entries by ring cosine (best over the 3x3 window pairs), best first; never ``exclude``."""
         n = self._n
-        if n == 0:
+        if n == 0 or (n == 1 and exclude == 0):
             return []
         cos = self._rings[:n].reshape(n * len(RING_WINDOWS), -1) @ fp.rings.T
         cos = cos.reshape(n, -1).max(1)
+        if exclude is not None:
+            cos[exclude] = -np.inf
         top = np.argpartition(-cos, k)[:k] if n > k else np.arange(n)
         top = top[np.argsort(-cos[top])]
-        return [(int(i), float(cos[i])) for i in top]
+        return [(int(i), float(cos[i])) for i in top if i != exclude]
 
-    def match(self, fp: Fingerprint) -> Match:
+    def match(self, fp: Fingerprint, *, gate: float = COARSE_GATE, exclude: int | None = None) -> Match:
         """The best verified copy among the entries; similarity 0 when no entry passes the gates.
+
+        ``gate=-1`` always verifies the best texture match (a nearest entry for reports); ``exclude``
+        leaves one entry out (an entry against the others).
 
         The :data:`RERANK` best entries by ring cosine are re-ranked by how well their 64 px texture
         lines up with the query's in the best of the eight orientations; the best :data:`MAX_CANDIDATES`
         with a texture match >= :data:`COARSE_GATE` are verified in their two best orientations.
         """
         ranked = []
-        for i, cos in self.shortlist(fp):
+        for i, cos in self.shortlist(fp, exclude=exclude):
             scores = orientation_scores(fp.gray, self._grays[i])
             ranked.append((float(scores.max()), i, cos, scores))
         ranked.sort(key=lambda t: -t[0])
         best = Match(0.0, None)
         for coarse, i, cos, scores in ranked[:MAX_CANDIDATES]:
-            if coarse < COARSE_GATE:
+            if coarse < gate:
                 break
             for k in np.argsort(-scores)[:2]:
                 s = copy_similarity(fp, self.entry(i), int(k), both_ways=True)
-                if s > best.similarity:
+                if s > best.similarity or best.label is None:
                     best = Match(s, self._labels[i], i, int(k), cos)
                 if s >= VERIFIED:
                     return best
