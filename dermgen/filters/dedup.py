@@ -57,6 +57,7 @@ SCALES = (0.96, 1.0, 1.04, 1.08, 1.12)  # zoom of the other image tried by templ
 MAX_CANDIDATES = 2  # entries verified per query (best texture match first)
 RERANK = 24  # entries re-ranked by texture, best ring cosine first
 COARSE_GATE = 0.6  # 64 px texture match needed for a verification (copies >= 0.7, most distinct <= 0.6)
+EARLY = 0.85  # a texture match this strong is verified before the rest of the shortlist is re-ranked
 ECC_ITERATIONS = 10
 LOW_RES_SIGMA = 1.2  # extra blur of the fine band for small copies (0: off)
 VERIFIED = 0.94  # a verification at or above this is a copy for sure: no need to try further candidates
@@ -271,25 +272,33 @@ def _coarse_band(gray: np.ndarray) -> np.ndarray:
 
 
 def orientation_scores(a_gray: np.ndarray, b_gray: np.ndarray) -> np.ndarray:
-    """(8,) how well ``a`` turned by each orientation lines up with ``b`` at 64 px: the best normalised
-    template match of ``a``'s centre in ``b`` and of ``b``'s centre in ``a`` over a few zooms (cheap; it
-    picks the orientation to verify and gates the verification)."""
+    """(8,) how well ``a`` turned by each orientation lines up with ``b`` at 64 px (cheap; it picks the
+    orientation to verify and gates the verification).
+
+    Every orientation gets the best normalised template match of ``a``'s centre in ``b`` zoomed and of
+    ``b``'s centre in ``a`` zoomed (``b`` a crop of ``a``) at the middle of :data:`COARSE_SCALES`; the two
+    best orientations then also try the other zooms.
+    """
     m = COARSE_MARGIN
     a = _coarse_band(a_gray)
     b = _coarse_band(b_gray)
-    b_scaled = [
-        cv2.resize(b, (round(COARSE * s),) * 2, interpolation=cv2.INTER_LINEAR) for s in COARSE_SCALES
-    ]
+    b_scaled = {
+        s: cv2.resize(b, (round(COARSE * s),) * 2, interpolation=cv2.INTER_LINEAR) for s in COARSE_SCALES
+    }
+    mid = COARSE_SCALES[len(COARSE_SCALES) // 2]
+    turned = [orient(a, k) for k in range(8)]
     b_centre = b[m:-m, m:-m]
-    out = np.zeros(8, np.float32)
-    for k in range(8):
-        a_k = orient(a, k)
-        template = a_k[m:-m, m:-m]
-        best = max(float(cv2.matchTemplate(b_s, template, cv2.TM_CCOEFF_NORMED).max()) for b_s in b_scaled)
-        for s in COARSE_SCALES[1:]:
-            a_s = cv2.resize(a_k, (round(COARSE * s),) * 2, interpolation=cv2.INTER_LINEAR)
-            best = max(best, float(cv2.matchTemplate(a_s, b_centre, cv2.TM_CCOEFF_NORMED).max()))
-        out[k] = best
+
+    def match(t: np.ndarray, s: float) -> float:
+        forward = float(cv2.matchTemplate(b_scaled[s], t[m:-m, m:-m], cv2.TM_CCOEFF_NORMED).max())
+        if s <= 1.0:
+            return forward
+        a_s = cv2.resize(t, (round(COARSE * s),) * 2, interpolation=cv2.INTER_LINEAR)
+        return max(forward, float(cv2.matchTemplate(a_s, b_centre, cv2.TM_CCOEFF_NORMED).max()))
+
+    out = np.array([match(t, mid) for t in turned], np.float32)
+    for k in np.argsort(-out)[:2]:
+        out[k] = max([float(out[k])] + [match(turned[k], s) for s in COARSE_SCALES if s != mid])
     return out
 
 
@@ -406,20 +415,34 @@ class FingerprintIndex:
         with a texture match >= :data:`COARSE_GATE` are verified in their two best orientations.
         """
         ranked = []
+        best = Match(0.0, None)
+        verified: set[int] = set()
         for i, cos in self.shortlist(fp, exclude=exclude):
             scores = orientation_scores(fp.gray, self._grays[i])
             ranked.append((float(scores.max()), i, cos, scores))
+            if scores.max() >= EARLY and len(verified) < MAX_CANDIDATES:  # most copies: verified at once
+                verified.add(i)
+                best = self._verify(fp, i, cos, scores, best)
+                if best.similarity >= VERIFIED:
+                    return best
         ranked.sort(key=lambda t: -t[0])
-        best = Match(0.0, None)
         for coarse, i, cos, scores in ranked[:MAX_CANDIDATES]:
             if coarse < gate:
                 break
-            for k in np.argsort(-scores)[:2]:
-                s = copy_similarity(fp, self.entry(i), int(k), both_ways=True)
-                if s > best.similarity or best.label is None:
-                    best = Match(s, self._labels[i], i, int(k), cos)
-                if s >= VERIFIED:
+            if i not in verified:
+                best = self._verify(fp, i, cos, scores, best)
+                if best.similarity >= VERIFIED:
                     return best
+        return best
+
+    def _verify(self, fp: Fingerprint, i: int, cos: float, scores: np.ndarray, best: Match) -> Match:
+        """Verify entry ``i`` in its two best orientations; the better of that and ``best``."""
+        for k in np.argsort(-scores)[:2]:
+            s = copy_similarity(fp, self.entry(i), int(k), both_ways=True)
+            if s > best.similarity or best.label is None:
+                best = Match(s, self._labels[i], i, int(k), cos)
+            if s >= VERIFIED:
+                return best
         return best
 
     def nearest(self, fp: Fingerprint) -> tuple[float, str | None]:
