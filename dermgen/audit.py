@@ -3,7 +3,10 @@
 For every generated image (the ok rows of a run, local or s3://, or every image of a folder) the nearest
 reference image, the copy similarity (0..1, the ``memorisation`` score, in any of the eight orientations)
 and the distance ``1 - similarity``. The baseline is the same measure between the reference images
-themselves (each against the others): "as close as two different real patients". Writes into the output
+themselves (each against the others): "as close as two different real patients". It also finds the
+near-duplicates among the kept generated images, whichever actor rendered them (the filter inside a run
+compares each image with the images its own actor kept; this pass compares every kept image with all
+earlier ones in sample order, and reports rather than removes). Writes into the output
 folder ``audit.parquet`` (one row per generated image), ``baseline.parquet``, ``summary.json`` and a
 self-contained ``index.html`` (histograms and the closest pairs side by side, images embedded).
 
@@ -33,7 +36,7 @@ import pyarrow.parquet as pq
 
 from dermgen.errors import ConfigError
 from dermgen.filters.base import check_image
-from dermgen.filters.dedup import fingerprint, iter_image_files, read_rgb
+from dermgen.filters.dedup import FingerprintIndex, fingerprint, iter_image_files, read_rgb
 from dermgen.filters.reference_index import (
     ReferenceIndex,
     load_reference_index,
@@ -52,6 +55,9 @@ AUDIT_SCHEMA = pa.schema(
         pa.field("distance", pa.float32(), nullable=False),
         pa.field("orientation", pa.int8()),
         pa.field("above_threshold", pa.bool_(), nullable=False),
+        pa.field("kept", pa.bool_(), nullable=False),
+        pa.field("duplicate_of", pa.string()),
+        pa.field("duplicate_similarity", pa.float32()),
     ]
 )
 BASELINE_SCHEMA = pa.schema(
@@ -81,6 +87,7 @@ ORIENTATION_NAMES = (
 class _Generated:
     key: str
     image: np.ndarray | None
+    kept: bool = True
 
 
 def _is_run(source: str) -> bool:
@@ -94,13 +101,14 @@ def _run_images(uri: str):
     from dermgen.store import open_store
 
     store = open_store(uri)
-    for _, table in iter_shard_tables(store, ["sample_id", "status", "image"]):
+    for _, table in iter_shard_tables(store, ["sample_id", "status", "kept", "image"]):
         for row in table.to_pylist():
             img = row["image"]
             if row["status"] != "ok" or not img or img.get("bytes") is None:
                 continue
             key = img.get("path") or row["sample_id"]
-            yield _Generated(key, np.asarray(Image.open(io.BytesIO(img["bytes"])).convert("RGB")))
+            rgb = np.asarray(Image.open(io.BytesIO(img["bytes"])).convert("RGB"))
+            yield _Generated(key, rgb, bool(row["kept"]))
 
 
 def _folder_images(root: Path):
@@ -215,6 +223,7 @@ def _page(summary: dict, pairs: list[dict], svg: str) -> str:
         ("card-images", "generated images", f"{g['n']:,d}"),
         ("card-above", f"closer than {summary['threshold']:.2f} (copies)", f"{g['above_threshold']:,d}"),
         ("card-references", "reference images", f"{summary['references']:,d}"),
+        ("card-duplicates", "near-duplicates among kept images", f"{summary['duplicates_within']:,d}"),
         (
             "card-baseline-above",
             "reference pairs above threshold",
@@ -275,8 +284,11 @@ def audit(
         if not is_run:
             raise ConfigError("audit: a folder of images needs --reference DIR_OR_RUN")
         reference, expected_sha = reference_from_adapters(source)
+    bounds = FilterConfig().thresholds()
     if threshold is None:
-        threshold = float(FilterConfig().thresholds()["memorisation"] or 0.89)
+        threshold = float(bounds["memorisation"] or 0.89)
+    dup_threshold = float(bounds["duplicate"] or 0.89)
+    duplicates = FingerprintIndex()
     ref: ReferenceIndex = load_reference_index(reference)
     if expected_sha and expected_sha != ref.sha256:
         log.warning(
@@ -296,10 +308,15 @@ def audit(
             unreadable += 1
             continue
         try:
-            m = index.match(fingerprint(check_image(item.image)), gate=-1.0)
+            fp = fingerprint(check_image(item.image))
         except ValueError:
             unreadable += 1
             continue
+        m = index.match(fp, gate=-1.0)
+        dup = None
+        if item.kept:  # near-duplicates among the kept images, whichever actor rendered them
+            dup = duplicates.match(fp)
+            duplicates.add(fp, item.key)
         rows.append(
             {
                 "image": item.key,
@@ -308,6 +325,9 @@ def audit(
                 "distance": 1.0 - m.similarity,
                 "orientation": m.orientation if m.label is not None else None,
                 "above_threshold": m.similarity > threshold,
+                "kept": item.kept,
+                "duplicate_of": dup.label if dup is not None and dup.similarity > dup_threshold else None,
+                "duplicate_similarity": dup.similarity if dup is not None else None,
             }
         )
         heapq.heappush(top, (m.similarity, len(rows), item.image))  # keep the images of the closest only
@@ -340,6 +360,7 @@ def audit(
         "threshold": threshold,
         "generated": _stats(gen_sims, threshold),
         "baseline": _stats([r["similarity"] for r in base_rows], threshold),
+        "duplicates_within": sum(1 for r in rows if r["duplicate_of"]),
         "unreadable": unreadable,
         "output": str(out),
     }

@@ -30,7 +30,8 @@ def _cache(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> tuple[Path, Path, dict]:
-    """(reference folder: 8 assets, generated folder: 3 hard copies of references + the 4 other assets)."""
+    """(reference folder: 8 assets, generated folder: 3 hard copies of references, the 4 other assets and
+    a hard copy of one of those)."""
     root = tmp_path_factory.mktemp("audit")
     ref, gen = root / "ref", root / "gen"
     (ref / "benign").mkdir(parents=True)
@@ -46,6 +47,8 @@ def folders(tmp_path_factory) -> tuple[Path, Path, dict]:
         copies[name] = f"benign/{f.name}"
     for f in files[8:]:
         shutil.copy(f, gen / f.name)
+    # a mirrored, cropped copy of another generated image: a near-duplicate within the set
+    cv2.imwrite(str(gen / "zdup.jpg"), hard_copy(read_rgb(files[9]), rng, 7)[..., ::-1])
     return ref, gen, copies
 
 
@@ -53,20 +56,23 @@ def test_audit_folder_against_reference_folder(folders, tmp_path):
     ref, gen, copies = folders
     summary = audit(str(gen), tmp_path / "out", ref)
     rows = {r["image"]: r for r in pq.read_table(tmp_path / "out" / "audit.parquet").to_pylist()}
-    assert len(rows) == 7
+    assert len(rows) == 8
     for name, original in copies.items():
         assert rows[name]["above_threshold"] and rows[name]["nearest_reference"] == original, rows[name]
         assert rows[name]["distance"] == pytest.approx(1 - rows[name]["similarity"])
     others = [r for k, r in rows.items() if k not in copies]
     assert all(not r["above_threshold"] and r["nearest_reference"] for r in others)
+    assert rows["zdup.jpg"]["duplicate_of"] == iter_image_files(ASSETS)[9].name
+    assert [k for k, r in rows.items() if r["duplicate_of"]] == ["zdup.jpg"]
+    assert summary["duplicates_within"] == 1
     base = pq.read_table(tmp_path / "out" / "baseline.parquet").to_pylist()
     assert len(base) == 8 and all(b["reference"] != b["nearest_other"] for b in base)
     assert summary["generated"]["above_threshold"] == 3 and summary["baseline"]["above_threshold"] == 0
     assert summary["references"] == 8
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["generated"]["n"] == 7
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["generated"]["n"] == 8
     page = (tmp_path / "out" / "index.html").read_text()
     srcs = re.findall(r'<img[^>]* src="([^"]*)"', page)
-    assert len(srcs) == 14 and all(s.startswith("data:image/jpeg;base64,") for s in srcs)
+    assert len(srcs) == 16 and all(s.startswith("data:image/jpeg;base64,") for s in srcs)
     assert "http://" not in page and "https://" not in page  # offline: nothing fetched
     again = audit(str(gen), tmp_path / "out2", ref)
     assert again["reference_index_cached"] and again["generated"] == summary["generated"]
@@ -106,12 +112,13 @@ def test_audit_page_renders_offline_in_chromium(browser, folders, tmp_path):
     images = browser.execute_script(
         "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])"
     )
-    assert len(images) == 14 and all(done and width > 0 for _, done, width in images), images
+    assert len(images) == 16 and all(done and width > 0 for _, done, width in images), images
     cards = browser.execute_script(
         "return Object.fromEntries(Array.from(document.querySelectorAll('.card'))"
         ".map(c => [c.id, c.querySelector('.v').innerText]))"
     )
-    assert cards["card-above"] == "3" and cards["card-images"] == "7" and cards["card-references"] == "8"
+    assert cards["card-duplicates"] == "1"
+    assert cards["card-above"] == "3" and cards["card-images"] == "8" and cards["card-references"] == "8"
     hits = browser.execute_script("return document.querySelectorAll('td.hit').length")
     assert hits == 3
     first = browser.execute_script("return document.querySelector('tr.pair img').alt")

@@ -18,6 +18,8 @@ CASES = {
     "filter_throughput.py": set(),
     "filter_calibration.py": set(),
     "gpu_throughput.py": {"plain_diffusers_fp16_batch1", "dermgen_actor_path", "speedup"},
+    "memorisation_index.py": {"index_build_s", "search_ms_p50", "match_new_ms_p50", "copies_found"},
+    "memorisation_copies.py": {"copy_drop_rate", "others_kept_rate"},
 }
 
 
