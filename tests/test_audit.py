@@ -161,3 +161,18 @@ def test_run_audits_against_its_adapter_training_folder(folders, tmp_path):
             reference_from_adapters(str(run))
     finally:
         shutil.move(str(ref) + ".moved", str(ref))
+
+
+def test_audit_command_line(capsys, folders, tmp_path):
+    from dermgen.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["audit", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: dermgen audit" in out and re.search(r"^examples?:\n  dermgen audit", out, re.M)
+    ref, gen, _ = folders
+    assert main(["audit", str(gen), "--reference", str(ref), "--output", str(tmp_path / "o")]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["generated"]["above_threshold"] == 3 and (tmp_path / "o" / "index.html").is_file()
+    assert main(["audit", str(gen), "--output", str(tmp_path / "o2")]) == 2  # a folder needs --reference
