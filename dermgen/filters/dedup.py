@@ -60,6 +60,7 @@ COARSE_GATE = 0.6  # 64 px texture match needed for a verification (copies >= 0.
 EARLY = 0.85  # a texture match this strong is verified before the rest of the shortlist is re-ranked
 ECC_ITERATIONS = 10
 LOW_RES_SIGMA = 1.2  # extra blur of the fine band for small copies (0: off)
+LOW_RES_MARGIN = 0.03  # the blurred comparison is less specific: it counts this much less
 VERIFIED = 0.94  # a verification at or above this is a copy for sure: no need to try further candidates
 
 LAB_SIDE = 64  # the Lab copy the ring descriptors are computed on
@@ -234,6 +235,7 @@ def _gray_similarity(a_gray: np.ndarray, b_gray: np.ndarray) -> float:
         return 1.0 if abs(float(a_gray.mean()) - float(b_gray.mean())) < 2 else 0.0
     if corr < VERIFIED and LOW_RES_SIGMA:
         # one image may be a small copy (~100 px) without the finest texture: compare both at its resolution
+        # (two different smooth, blurry moles correlate up to ~0.91 there, hence the margin)
         a_low = cv2.GaussianBlur(a_fine, (0, 0), LOW_RES_SIGMA)
         b_low = cv2.warpAffine(
             cv2.GaussianBlur(b_fine, (0, 0), LOW_RES_SIGMA),
@@ -242,7 +244,7 @@ def _gray_similarity(a_gray: np.ndarray, b_gray: np.ndarray) -> float:
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
             borderValue=np.nan,
         )
-        corr = max(corr, _correlation(a_low, b_low) or 0.0)
+        corr = max(corr, (_correlation(a_low, b_low) or 0.0) - LOW_RES_MARGIN)
     return float(np.clip(corr, 0.0, 1.0))
 
 
