@@ -7,19 +7,20 @@ orientation and training augments with flips). Two images are compared in three 
 1. shortlist (:data:`RERANK` per query): cosine of D4-invariant ring descriptors (mean L, a, b and
    gradient energy over concentric rings of the frame, for the full frame and its central 90% and 80%),
    best over the 3x3 window pairs so that crops and zooms still meet;
-2. re-rank: how well the 64 px texture (difference of Gaussians) of the query's centre, turned by each
-   of the eight orientations, matches the entry (normalised template matching over two scales); copies
-   match >= 0.9, distinct samples <= 0.87; only the best :data:`MAX_CANDIDATES` entries with a match
-   >= :data:`COARSE_GATE` go on to step 3;
+2. re-rank: how well the 64 px texture (difference of Gaussians) of the query, turned by each of the
+   eight orientations, lines up with the entry's (normalised template matching over a few zooms, each
+   way round); only the best :data:`MAX_CANDIDATES` entries with a match >= :data:`COARSE_GATE` go on
+   to step 3 (a match >= :data:`EARLY` is verified at once);
 3. verification, in the two best orientations of step 2: align the two 128x128 grey images (template
    matching on a coarse band over a few scales, then ECC affine refinement on a finer band), each way
    round (either image may be the crop of the other), and take the correlation of the finer band
-   (difference of Gaussians, sigma 0.7 and 2) after alignment, 0..1.
+   (difference of Gaussians, sigma 0.7 and 2) after alignment, 0..1; below :data:`VERIFIED`, also of
+   that band blurred (a copy downscaled to ~100 px lacks the finest texture), less a small margin.
 
 Generated moles look alike at low resolution (the ring descriptor alone puts the true original first
 for ~88% of copies among 120 kept samples), but their fine texture differs: after alignment, distinct
-kept samples correlate <= 0.83 while re-compressed, resized, cropped, turned or colour-shifted copies
-correlate >= 0.94.
+kept samples score <= 0.88 while re-compressed, resized, cropped, turned or colour-shifted copies
+mostly score >= 0.94 (``benchmarks/memorisation_copies.py``).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ RING_DIM = 4 * (RINGS + 1)
 
 
 def orient(array: np.ndarray, k: int) -> np.ndarray:
-    """Element ``k`` (0..7) of D4 applied to the first two axes: rotate by k*90 degrees, mirrored first if k >= 4."""
+    """Element ``k`` (0..7) of D4 on the first two axes: rotated by k*90 degrees, mirrored first if k >= 4."""
     if k >= 4:
         array = array[:, ::-1]
     return np.ascontiguousarray(np.rot90(array, k % 4))
