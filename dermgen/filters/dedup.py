@@ -461,8 +461,8 @@ class DuplicateScorer(Scorer):
     """Similarity to the closest earlier image of the run, 0..1 (1 = exact copy).
 
     Stateful: :meth:`score` compares with the images :meth:`add`-ed so far (the filter adds every kept
-    image) and does not add. 0 when no earlier image passes the thumbnail gate. Distinct kept samples
-    score <= 0.83; near copies (re-compressed, resized, shifted, cropped, brightness-changed) >= 0.94.
+    image) and does not add. 0 when no earlier image passes the texture gate. Distinct kept samples
+    score <= 0.88; near copies (re-compressed, resized, cropped, turned, colour-shifted) >= 0.94.
     """
 
     names = ("duplicate",)
@@ -508,7 +508,7 @@ class MemorisationScorer(Scorer):
 
     The references are every png/jpg/jpeg/webp under ``reference_dir`` (recursive; or a local run's kept
     images), fingerprinted once and cached by content (:mod:`dermgen.filters.reference_index`). Same measure as :class:`DuplicateScorer`: exact and near copies score >= 0.94,
-    different images <= 0.83 (0 when no reference passes the thumbnail gate).
+    different images <= 0.88 (0 when no reference passes the texture gate).
     """
 
     names = ("memorisation",)
