@@ -507,8 +507,9 @@ class MemorisationScorer(Scorer):
     """Similarity to the closest reference (fine-tuning) image, 0..1 (1 = exact copy).
 
     The references are every png/jpg/jpeg/webp under ``reference_dir`` (recursive; or a local run's kept
-    images), fingerprinted once and cached by content (:mod:`dermgen.filters.reference_index`). Same measure as :class:`DuplicateScorer`: exact and near copies score >= 0.94,
-    different images <= 0.88 (0 when no reference passes the texture gate).
+    images), fingerprinted once and cached by content (:mod:`dermgen.filters.reference_index`). Same
+    measure as :class:`DuplicateScorer`: exact and near copies score >= 0.94, different images <= 0.88
+    (0 when no reference passes the texture gate).
     """
 
     names = ("memorisation",)
