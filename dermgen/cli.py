@@ -6,6 +6,7 @@
     verify      check a run's integrity                               (commands.VerifyOptions)
     report      self-contained HTML report of a run                   (commands.ReportOptions)
     card        write or refresh the run's dataset card (README.md)   (commands.CardOptions)
+    audit       memorisation audit against reference images           (commands.AuditOptions)
     preprocess  resize/crop and hair removal for fine-tuning          (commands.PreprocessOptions)
     train-lora  DreamBooth + LoRA fine-tuning                         (train.lora.LoraTrainConfig)
     merge-lora  bake LoRA adapters into one checkpoint                (train.merge.MergeLoraConfig)
@@ -56,6 +57,10 @@ exit status 0 whatever was kept.""",
   dermgen report outputs/derm-6k --output report/""",
     "card": """
   dermgen card outputs/derm-6k --license cc-by-4.0""",
+    "audit": """
+  dermgen audit outputs/derm-6k --reference ./isic-train --output audit/
+  dermgen audit ./Derm-T2IM-Dataset --reference ./isic --output audit/
+  dermgen audit outputs/derm-6k --output audit/   # the training folder of the run's LoRA adapters""",
     "preprocess": """
   dermgen preprocess isic/ isic-512/ --resolution 512""",
     "train-lora": """
@@ -258,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
          commands.cmd_card),
     ):  # fmt: skip
         add_model_options(add(name, help, _options_of(model, body)), model, positional=["uri"])
+    p = add(
+        "audit",
+        "memorisation audit: nearest reference image of every generated image, with an HTML report",
+        _options_of(commands.AuditOptions, commands.cmd_audit),
+    )
+    add_model_options(p, commands.AuditOptions, positional=["input"])
     p = add(
         "preprocess",
         "resize/crop and remove hair (DullRazor) for fine-tuning",

@@ -1,5 +1,5 @@
 """Subcommands other than `generate`: filter, inspect, verify, report, preprocess, train-lora, merge-lora,
-validate, card. Each has a small pydantic model of its options (`dermgen.cli` derives the argparse options from
+validate, card, audit. Each has a small pydantic model of its options (`dermgen.cli` derives the argparse options from
 it); a command receives the validated options."""
 
 from __future__ import annotations
@@ -47,6 +47,19 @@ class ReportOptions(_Options):
 class CardOptions(_Options):
     uri: str = Field(description="run folder or s3://bucket/prefix")
     license: str = Field("other", description="license id for the card's YAML header")
+
+
+class AuditOptions(_Options):
+    input: str = Field(description="a generation run (folder or s3://) or a folder of images")
+    output: str = Field(description="folder for audit.parquet, baseline.parquet, summary.json, index.html")
+    reference: str | None = Field(
+        None,
+        description="folder of reference images or a local run (default: the training folder named in the "
+        "cards of the run's LoRA adapters)",
+    )
+    max_baseline: int = Field(
+        500, gt=1, description="reference images measured against the others (baseline)"
+    )
 
 
 class PreprocessOptions(_Options):
@@ -243,4 +256,13 @@ def cmd_card(args: argparse.Namespace) -> int:
     from dermgen.card import write_card
 
     print(write_card(args.uri, license=args.license))
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """`dermgen audit`: nearest reference image of every generated image, baseline, HTML report."""
+    from dermgen.audit import audit
+
+    summary = audit(args.input, args.output, args.reference, max_baseline=args.max_baseline)
+    print(json.dumps(summary, sort_keys=True))
     return 0

@@ -28,6 +28,8 @@ CASES = {
         "channels_last_gain",
     },
     "gpu_smoke.py": {"passed", "failed", "skipped"},
+    "memorisation_index.py": {"index_build_s", "search_ms_p50", "match_new_ms_p50", "copies_found"},
+    "memorisation_copies.py": {"copy_drop_rate", "others_kept_rate"},
 }
 TAKE_SAMPLES = {"loader_throughput.py", "filter_throughput.py", "filter_calibration.py"}
 

@@ -1,18 +1,26 @@
 """Near-duplicates within a run and memorised copies of reference (fine-tuning) images.
 
-Two images are compared in two steps:
+A copy may be resized (0.5x-2x), cropped (up to ~10% per side), colour-shifted, re-encoded, and turned
+by any of the eight flips / rotations by 90 degrees (the dihedral group D4: lesions have no canonical
+orientation and training augments with flips). Two images are compared in three steps:
 
-1. a cheap, shift-tolerant preselection: cosine similarity of blurred 16x16 Lab thumbnails (L made
-   zero-mean, so brightness changes do not matter). Copies score >= 0.94, and only candidates with
-   >= :data:`GATE` (the best :data:`MAX_CANDIDATES`) go on to step 2;
-2. a verification: align the two 128x128 grey images (template matching on a coarse band over a few
-   scales, then ECC affine refinement on a finer band) and take the correlation of the finer band
-   (difference of Gaussians, sigma 0.7 and 2) after alignment, 0..1.
+1. shortlist (:data:`RERANK` per query): cosine of D4-invariant ring descriptors (mean L, a, b and
+   gradient energy over concentric rings of the frame, for the full frame and its central 90% and 80%),
+   best over the 3x3 window pairs so that crops and zooms still meet;
+2. re-rank: how well the 64 px texture (difference of Gaussians) of the query, turned by each of the
+   eight orientations, lines up with the entry's (normalised template matching over a few zooms, each
+   way round); only the best :data:`MAX_CANDIDATES` entries with a match >= :data:`COARSE_GATE` go on
+   to step 3 (a match >= :data:`EARLY` is verified at once);
+3. verification, in the two best orientations of step 2: align the two 128x128 grey images (template
+   matching on a coarse band over a few scales, then ECC affine refinement on a finer band), each way
+   round (either image may be the crop of the other), and take the correlation of the finer band
+   (difference of Gaussians, sigma 0.7 and 2) after alignment, 0..1; below :data:`VERIFIED`, also of
+   that band blurred (a copy downscaled to ~100 px lacks the finest texture), less a small margin.
 
-Generated moles look alike at low resolution (distinct kept samples reach a thumbnail cosine of 0.98
-and a 64-bit pHash distance of 2), but their fine texture differs: after alignment, distinct kept
-samples correlate <= 0.83 while re-compressed, resized, shifted, cropped or brightness-changed copies
-correlate >= 0.94.
+Generated moles look alike at low resolution (the ring descriptor alone puts the true original first
+for ~88% of copies among 120 kept samples), but their fine texture differs: after alignment, distinct
+kept samples score <= 0.88 while re-compressed, resized, cropped, turned or colour-shifted copies
+mostly score >= 0.94 (``benchmarks/memorisation_copies.py``).
 """
 
 from __future__ import annotations
@@ -25,17 +33,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dermgen.filters.base import ImageView, Scorer, check_image
+from dermgen.filters.base import ImageView, Scorer
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DuplicateScorer",
     "Fingerprint",
     "FingerprintIndex",
+    "Match",
     "MemorisationScorer",
     "copy_similarity",
     "fingerprint",
     "iter_image_files",
+    "orient",
     "phash",
 ]
 
@@ -45,17 +55,109 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 SIDE = 128  # verification resolution
 MARGIN = 12  # px left out around the template (tolerates ~9% shifts and crops)
 SCALES = (0.96, 1.0, 1.04, 1.08, 1.12)  # zoom of the other image tried by template matching
-GATE = 0.9  # thumbnail cosine needed for a verification (copies: >= 0.94)
-MAX_CANDIDATES = 2
+MAX_CANDIDATES = 2  # entries verified per query (best texture match first)
+RERANK = 24  # entries re-ranked by texture, best ring cosine first
+COARSE_GATE = 0.6  # 64 px texture match needed for a verification (copies >= 0.7, most distinct <= 0.6)
+EARLY = 0.85  # a texture match this strong is verified before the rest of the shortlist is re-ranked
 ECC_ITERATIONS = 10
+LOW_RES_SIGMA = 1.2  # extra blur of the fine band for small copies (0: off)
+LOW_RES_MARGIN = 0.03  # the blurred comparison is less specific: it counts this much less
+VERIFIED = 0.94  # a verification at or above this is a copy for sure: no need to try further candidates
+
+LAB_SIDE = 64  # the Lab copy the ring descriptors are computed on
+RINGS = 8  # ring descriptor: RINGS rings + the corners, 4 features each
+RING_WINDOWS = (1.0, 0.9, 0.8)  # central windows the ring descriptor is computed on
+RING_DIM = 4 * (RINGS + 1)
+
+
+def orient(array: np.ndarray, k: int) -> np.ndarray:
+    """Element ``k`` (0..7) of D4 on the first two axes: rotated by k*90 degrees, mirrored first if k >= 4."""
+    if k >= 4:
+        array = array[:, ::-1]
+    return np.ascontiguousarray(np.rot90(array, k % 4))
+
+
+def unorient(array: np.ndarray, k: int) -> np.ndarray:
+    """The inverse of :func:`orient`: ``unorient(orient(a, k), k) == a``."""
+    array = np.rot90(array, -(k % 4))
+    if k >= 4:
+        array = array[:, ::-1]
+    return np.ascontiguousarray(array)
 
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """What is kept of an image for copy detection: a 768-float thumbnail and a 128x128 grey copy."""
+    """What is kept of an image for copy detection (about 16.5 KB).
 
-    thumb: np.ndarray  # float32 (768,), unit norm
-    gray: np.ndarray  # uint8 (128, 128)
+    ``rings``: (3, 36) float32, unit rows: the D4-invariant shortlist descriptors of the full frame and
+    its central 90% and 80%; ``gray``: 128x128 uint8, for the texture re-ranking and the verification.
+    """
+
+    rings: np.ndarray
+    gray: np.ndarray
+
+    @property
+    def thumb(self) -> np.ndarray:
+        """The shortlist descriptor as one vector."""
+        return self.rings.ravel()
+
+
+@dataclass(frozen=True)
+class Match:
+    """The closest indexed image: copy similarity 0..1, its label and position, the D4 orientation."""
+
+    similarity: float
+    label: str | None
+    index: int | None = None
+    orientation: int = 0
+    shortlist_cosine: float = 0.0
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = v.ravel().astype(np.float32)
+    v = v - v.mean()
+    return v / (float(np.linalg.norm(v)) + 1e-6)
+
+
+def _ring_ids(side: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) + 0.5
+    r = np.sqrt((xx - side / 2) ** 2 + (yy - side / 2) ** 2) / (side / 2)
+    return np.minimum((r * RINGS).astype(np.int64), RINGS).ravel()
+
+
+_RING_IDS = _ring_ids(LAB_SIDE)
+_RING_COUNTS = np.bincount(_RING_IDS, minlength=RINGS + 1).astype(np.float32)
+
+
+def _window(lab: np.ndarray, x0: float, y0: float, side: float, n: int) -> np.ndarray:
+    """The square (x0, y0, side) of ``lab`` (frame units) resampled to n x n, pre-blurred to avoid aliasing."""
+    size = lab.shape[0]
+    scale = n / (side * size)
+    m = np.float32([[scale, 0, -scale * x0 * size], [0, scale, -scale * y0 * size]])
+    src = cv2.GaussianBlur(lab, (0, 0), max(0.5, 0.5 / scale)) if scale < 1 else lab
+    return cv2.warpAffine(src, m, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def _rings_of(lab: np.ndarray) -> np.ndarray:
+    """Mean L, a, b (each zero-mean) and relative gradient energy per ring of a LAB_SIDE square."""
+    lab = cv2.GaussianBlur(lab, (0, 0), 1.0)
+    lum = lab[..., 0]
+    gx = cv2.Sobel(lum, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(lum, cv2.CV_32F, 0, 1)
+    grad = np.sqrt(gx * gx + gy * gy)
+    feats = []
+    for ch in (lum - lum.mean(), lab[..., 1] - lab[..., 1].mean(), lab[..., 2] - lab[..., 2].mean()):
+        feats.append(np.bincount(_RING_IDS, ch.ravel(), RINGS + 1) / _RING_COUNTS)
+    g = np.bincount(_RING_IDS, grad.ravel(), RINGS + 1) / _RING_COUNTS
+    feats.append(g / (float(g.mean()) + 1e-6) * 10)
+    return np.concatenate(feats)
+
+
+def _lab_square(view: ImageView) -> np.ndarray:
+    rgb = cv2.resize(view.small_rgb, (LAB_SIDE, LAB_SIDE), interpolation=cv2.INTER_AREA)
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
+    lab[..., 1:] -= 128.0
+    return lab
 
 
 def fingerprint(image: np.ndarray | ImageView) -> Fingerprint:
@@ -63,15 +165,14 @@ def fingerprint(image: np.ndarray | ImageView) -> Fingerprint:
     view = image if isinstance(image, ImageView) else ImageView(image)
     if "fingerprint" in view.cache:
         return view.cache["fingerprint"]
-    lab = cv2.resize(view.small_lab, (16, 16), interpolation=cv2.INTER_AREA)
-    lab = cv2.GaussianBlur(lab, (0, 0), 1.0).reshape(-1, 3)
-    lab[:, 0] -= lab[:, 0].mean()
-    thumb = lab.ravel().astype(np.float32)
-    thumb /= float(np.linalg.norm(thumb)) + 1e-6
+    lab = _lab_square(view)
+    rings = np.stack(
+        [_unit(_rings_of(_window(lab, (1 - s) / 2, (1 - s) / 2, s, LAB_SIDE))) for s in RING_WINDOWS]
+    )
     gray = view.small_gray
     if gray.shape != (SIDE, SIDE):
         gray = cv2.resize(gray, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
-    fp = Fingerprint(thumb, np.ascontiguousarray(gray))
+    fp = Fingerprint(rings, np.ascontiguousarray(gray))
     view.cache["fingerprint"] = fp
     return fp
 
@@ -106,10 +207,9 @@ _MASK = np.zeros((SIDE, SIDE), np.uint8)
 _MASK[MARGIN:-MARGIN, MARGIN:-MARGIN] = 1
 
 
-def copy_similarity(a: Fingerprint, b: Fingerprint) -> float:
-    """How exactly ``a`` is a (shifted, scaled, re-encoded) copy of ``b``, 0..1 (see module doc)."""
-    a_coarse, a_fine = _bands(a.gray)
-    b_coarse, b_fine = _bands(b.gray)
+def _gray_similarity(a_gray: np.ndarray, b_gray: np.ndarray) -> float:
+    a_coarse, a_fine = _bands(a_gray)
+    b_coarse, b_fine = _bands(b_gray)
     template = a_coarse[MARGIN:-MARGIN, MARGIN:-MARGIN]
     best = (-2.0, 1.0, 0.0, 0.0)
     for s in SCALES:
@@ -131,67 +231,238 @@ def copy_similarity(a: Fingerprint, b: Fingerprint) -> float:
     warped = cv2.warpAffine(
         b_fine, warp, (SIDE, SIDE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=np.nan
     )
-    va = a_fine[MARGIN:-MARGIN, MARGIN:-MARGIN].ravel()
-    vb = warped[MARGIN:-MARGIN, MARGIN:-MARGIN].ravel()
+    corr = _correlation(a_fine, warped)
+    if corr is None:  # two flat frames: identical if their grey levels match
+        return 1.0 if abs(float(a_gray.mean()) - float(b_gray.mean())) < 2 else 0.0
+    if corr < VERIFIED and LOW_RES_SIGMA:
+        # one image may be a small copy (~100 px) without the finest texture: compare both at its resolution
+        # (two different smooth, blurry moles correlate up to ~0.91 there, hence the margin)
+        a_low = cv2.GaussianBlur(a_fine, (0, 0), LOW_RES_SIGMA)
+        b_low = cv2.warpAffine(
+            cv2.GaussianBlur(b_fine, (0, 0), LOW_RES_SIGMA),
+            warp,
+            (SIDE, SIDE),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderValue=np.nan,
+        )
+        corr = max(corr, (_correlation(a_low, b_low) or 0.0) - LOW_RES_MARGIN)
+    return float(np.clip(corr, 0.0, 1.0))
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Correlation of the inner parts (b may hold NaN outside the overlap); None for two flat frames."""
+    va = a[MARGIN:-MARGIN, MARGIN:-MARGIN].ravel()
+    vb = b[MARGIN:-MARGIN, MARGIN:-MARGIN].ravel()
     ok = np.isfinite(vb)
     if int(ok.sum()) < 100:
         return 0.0
     va = va[ok] - va[ok].mean()
     vb = vb[ok] - vb[ok].mean()
     denom = float(np.linalg.norm(va) * np.linalg.norm(vb))
-    if denom < 1e-6:  # two flat frames: identical if their grey levels match
-        return 1.0 if abs(float(a.gray.mean()) - float(b.gray.mean())) < 2 else 0.0
-    return float(np.clip(va @ vb / denom, 0.0, 1.0))
+    if denom < 1e-6:
+        return None
+    return float(va @ vb / denom)
+
+
+COARSE = 64  # orientation search resolution
+COARSE_MARGIN = 7
+COARSE_SCALES = (1.0, 1.1, 1.2)
+
+
+def _coarse_band(gray: np.ndarray) -> np.ndarray:
+    g = cv2.resize(gray, (COARSE, COARSE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return cv2.GaussianBlur(g, (0, 0), 0.7) - cv2.GaussianBlur(g, (0, 0), 2.0)
+
+
+def orientation_scores(a_gray: np.ndarray, b_gray: np.ndarray) -> np.ndarray:
+    """(8,) how well ``a`` turned by each orientation lines up with ``b`` at 64 px (cheap; it picks the
+    orientation to verify and gates the verification).
+
+    Every orientation gets the best normalised template match of ``a``'s centre in ``b`` zoomed and of
+    ``b``'s centre in ``a`` zoomed (``b`` a crop of ``a``) at the middle of :data:`COARSE_SCALES`; the two
+    best orientations then also try the other zooms.
+    """
+    m = COARSE_MARGIN
+    a = _coarse_band(a_gray)
+    b = _coarse_band(b_gray)
+    b_scaled = {
+        s: cv2.resize(b, (round(COARSE * s),) * 2, interpolation=cv2.INTER_LINEAR) for s in COARSE_SCALES
+    }
+    mid = COARSE_SCALES[len(COARSE_SCALES) // 2]
+    turned = [orient(a, k) for k in range(8)]
+    b_centre = b[m:-m, m:-m]
+
+    def match(t: np.ndarray, s: float) -> float:
+        forward = float(cv2.matchTemplate(b_scaled[s], t[m:-m, m:-m], cv2.TM_CCOEFF_NORMED).max())
+        if s <= 1.0:
+            return forward
+        a_s = cv2.resize(t, (round(COARSE * s),) * 2, interpolation=cv2.INTER_LINEAR)
+        return max(forward, float(cv2.matchTemplate(a_s, b_centre, cv2.TM_CCOEFF_NORMED).max()))
+
+    out = np.array([match(t, mid) for t in turned], np.float32)
+    for k in np.argsort(-out)[:2]:
+        out[k] = max([float(out[k])] + [match(turned[k], s) for s in COARSE_SCALES if s != mid])
+    return out
+
+
+def copy_similarity(
+    a: Fingerprint, b: Fingerprint, orientation: int | None = 0, *, both_ways: bool = False
+) -> float:
+    """How exactly ``a`` turned by ``orientation`` (see :func:`orient`) is a copy of ``b``, 0..1.
+
+    ``orientation=None`` tries all eight: the two that line up best at 64 px are verified. ``a``'s
+    centre is searched in ``b`` (``a`` may be a crop of ``b``); ``both_ways`` also searches ``b``'s
+    centre in ``a`` (``b`` a crop of ``a``) and returns the better of the two.
+    """
+    if orientation is None:
+        order = np.argsort(-orientation_scores(a.gray, b.gray))[:2]
+        best = 0.0
+        for k in order:
+            best = max(best, copy_similarity(a, b, int(k), both_ways=both_ways))
+            if best >= VERIFIED:
+                break
+        return best
+    a_gray = orient(a.gray, orientation) if orientation else a.gray
+    s = _gray_similarity(a_gray, b.gray)
+    if both_ways and s < VERIFIED:
+        s = max(s, _gray_similarity(b.gray, a_gray))
+    return s
 
 
 class FingerprintIndex:
-    """A growing set of fingerprints with :meth:`similarity` = best copy similarity to any of them."""
+    """A growing set of fingerprints; :meth:`match` finds the best copy among them in any orientation.
+
+    Only the compact parts are stored (rings and grey copy: about 16.5 KB an image) in arrays that
+    :mod:`dermgen.filters.reference_index` saves and loads as they are.
+    """
 
     def __init__(self) -> None:
-        self._fps: list[Fingerprint] = []
+        self._n = 0
+        self._rings = np.zeros((0, len(RING_WINDOWS), RING_DIM), np.float32)
+        self._grays = np.zeros((0, SIDE, SIDE), np.uint8)
         self._labels: list[str] = []
-        self._thumbs: np.ndarray | None = None
+
+    @classmethod
+    def from_arrays(cls, rings: np.ndarray, grays: np.ndarray, labels: list[str]) -> FingerprintIndex:
+        """An index over stored arrays (e.g. memory-mapped from a cache); rows line up with ``labels``."""
+        if not (len(rings) == len(grays) == len(labels)):
+            raise ValueError(
+                f"index arrays disagree in length: rings {len(rings)}, grays {len(grays)}, labels {len(labels)}"
+            )
+        index = cls()
+        index._rings, index._grays = rings, grays
+        index._labels = list(labels)
+        index._n = len(labels)
+        return index
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The stored arrays (rings, grays), trimmed to the entries."""
+        n = self._n
+        return {"rings": self._rings[:n], "grays": self._grays[:n]}
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self._labels)
 
     def __len__(self) -> int:
-        return len(self._fps)
+        return self._n
+
+    def _grow(self, need: int) -> None:
+        cap = len(self._rings)
+        if need <= cap and self._rings.flags.writeable and self._grays.flags.writeable:
+            return
+        new_cap = max(need, 2 * cap, 64)
+        for name in ("_rings", "_grays"):
+            old = getattr(self, name)
+            arr = np.zeros((new_cap, *old.shape[1:]), old.dtype)
+            arr[: self._n] = old[: self._n]
+            setattr(self, name, arr)
 
     def add(self, fp: Fingerprint, label: str = "") -> None:
-        self._fps.append(fp)
+        self._grow(self._n + 1)
+        self._rings[self._n] = fp.rings
+        self._grays[self._n] = fp.gray
         self._labels.append(label)
-        self._thumbs = None
+        self._n += 1
 
     def clear(self) -> None:
-        self._fps.clear()
-        self._labels.clear()
-        self._thumbs = None
+        self.__init__()
+
+    def entry(self, i: int) -> Fingerprint:
+        """The stored part of entry ``i`` as a fingerprint."""
+        return Fingerprint(self._rings[i], self._grays[i])
+
+    def shortlist(
+        self, fp: Fingerprint, k: int = RERANK, exclude: int | None = None
+    ) -> list[tuple[int, float]]:
+        """Up to ``k`` entries by ring cosine (best over the 3x3 window pairs), best first; never ``exclude``."""
+        n = self._n
+        if n == 0 or (n == 1 and exclude == 0):
+            return []
+        cos = self._rings[:n].reshape(n * len(RING_WINDOWS), -1) @ fp.rings.T
+        cos = cos.reshape(n, -1).max(1)
+        if exclude is not None:
+            cos[exclude] = -np.inf
+        top = np.argpartition(-cos, k)[:k] if n > k else np.arange(n)
+        top = top[np.argsort(-cos[top])]
+        return [(int(i), float(cos[i])) for i in top if i != exclude]
+
+    def match(self, fp: Fingerprint, *, gate: float = COARSE_GATE, exclude: int | None = None) -> Match:
+        """The best verified copy among the entries; similarity 0 when no entry passes the gates.
+
+        ``gate=-1`` always verifies the best texture match (a nearest entry for reports); ``exclude``
+        leaves one entry out (an entry against the others).
+
+        The :data:`RERANK` best entries by ring cosine are re-ranked by how well their 64 px texture
+        lines up with the query's in the best of the eight orientations; the best :data:`MAX_CANDIDATES`
+        with a texture match >= :data:`COARSE_GATE` are verified in their two best orientations.
+        """
+        ranked = []
+        best = Match(0.0, None)
+        verified: set[int] = set()
+        for i, cos in self.shortlist(fp, exclude=exclude):
+            scores = orientation_scores(fp.gray, self._grays[i])
+            ranked.append((float(scores.max()), i, cos, scores))
+            if scores.max() >= EARLY and len(verified) < MAX_CANDIDATES:  # most copies: verified at once
+                verified.add(i)
+                best = self._verify(fp, i, cos, scores, best)
+                if best.similarity >= VERIFIED:
+                    return best
+        ranked.sort(key=lambda t: -t[0])
+        for coarse, i, cos, scores in ranked[:MAX_CANDIDATES]:
+            if coarse < gate:
+                break
+            if i not in verified:
+                best = self._verify(fp, i, cos, scores, best)
+                if best.similarity >= VERIFIED:
+                    return best
+        return best
+
+    def _verify(self, fp: Fingerprint, i: int, cos: float, scores: np.ndarray, best: Match) -> Match:
+        """Verify entry ``i`` in its two best orientations; the better of that and ``best``."""
+        for k in np.argsort(-scores)[:2]:
+            s = copy_similarity(fp, self.entry(i), int(k), both_ways=True)
+            if s > best.similarity or best.label is None:
+                best = Match(s, self._labels[i], i, int(k), cos)
+            if s >= VERIFIED:
+                return best
+        return best
 
     def nearest(self, fp: Fingerprint) -> tuple[float, str | None]:
         """(best copy similarity, label of that entry); (0.0, None) when nothing passes the gate."""
-        if not self._fps:
-            return 0.0, None
-        if self._thumbs is None:
-            self._thumbs = np.stack([f.thumb for f in self._fps])
-        cos = self._thumbs @ fp.thumb
-        order = np.argsort(-cos)[:MAX_CANDIDATES]
-        best, label = 0.0, None
-        for i in order:
-            if cos[i] < GATE:
-                break
-            s = copy_similarity(fp, self._fps[i])
-            if s > best:
-                best, label = s, self._labels[i]
-        return best, label
+        m = self.match(fp)
+        return m.similarity, m.label
 
     def similarity(self, fp: Fingerprint) -> float:
-        return self.nearest(fp)[0]
+        return self.match(fp).similarity
 
 
 class DuplicateScorer(Scorer):
     """Similarity to the closest earlier image of the run, 0..1 (1 = exact copy).
 
     Stateful: :meth:`score` compares with the images :meth:`add`-ed so far (the filter adds every kept
-    image) and does not add. 0 when no earlier image passes the thumbnail gate. Distinct kept samples
-    score <= 0.83; near copies (re-compressed, resized, shifted, cropped, brightness-changed) >= 0.94.
+    image) and does not add. 0 when no earlier image passes the texture gate. Distinct kept samples
+    score <= 0.88; near copies (re-compressed, resized, cropped, turned, colour-shifted) >= 0.94.
     """
 
     names = ("duplicate",)
@@ -235,9 +506,10 @@ def read_rgb(path: str | os.PathLike[str]) -> np.ndarray | None:
 class MemorisationScorer(Scorer):
     """Similarity to the closest reference (fine-tuning) image, 0..1 (1 = exact copy).
 
-    The references are every png/jpg/jpeg/webp under ``reference_dir`` (recursive), fingerprinted once
-    at construction. Same measure as :class:`DuplicateScorer`: exact and near copies score >= 0.94,
-    different images <= 0.83 (0 when no reference passes the thumbnail gate).
+    The references are every png/jpg/jpeg/webp under ``reference_dir`` (recursive; or a local run's kept
+    images), fingerprinted once and cached by content (:mod:`dermgen.filters.reference_index`). Same
+    measure as :class:`DuplicateScorer`: exact and near copies score >= 0.94, different images <= 0.88
+    (0 when no reference passes the texture gate).
     """
 
     names = ("memorisation",)
@@ -245,21 +517,15 @@ class MemorisationScorer(Scorer):
     def __init__(
         self, reference_dir: str | os.PathLike[str] | None = None, index: FingerprintIndex | None = None
     ):
+        self.reference = None
         if index is None:
-            index = FingerprintIndex()
             if reference_dir is not None:
-                unreadable = 0
-                for path in iter_image_files(reference_dir):
-                    img = read_rgb(path)
-                    if img is None:
-                        unreadable += 1
-                        continue
-                    index.add(fingerprint(check_image(img)), str(path))
-                if unreadable:
-                    log.warning(
-                        "memorisation: %d unreadable files under %s were skipped", unreadable, reference_dir
-                    )
-                log.info("memorisation: %d reference images from %s", len(index), reference_dir)
+                from dermgen.filters.reference_index import load_reference_index
+
+                self.reference = load_reference_index(reference_dir)
+                index = self.reference.index
+            else:
+                index = FingerprintIndex()
         self.index = index
 
     def compute(self, view: ImageView) -> dict[str, float]:
@@ -267,4 +533,7 @@ class MemorisationScorer(Scorer):
 
     def nearest(self, image: np.ndarray | ImageView) -> tuple[float, str | None]:
         """(similarity, path) of the closest reference image."""
-        return self.index.nearest(fingerprint(image))
+        sim, label = self.index.nearest(fingerprint(image))
+        if label is not None and self.reference is not None:
+            label = str(self.reference.path(label))
+        return sim, label

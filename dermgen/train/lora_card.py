@@ -42,7 +42,20 @@ def data_fingerprint(sources: Sequence[ImageSource], uri: str) -> dict[str, Any]
         "sha256": h.hexdigest(),
         "images": len(entries),
         "counts": dict(sorted(counts.items())),
+        "reference": memorisation_reference(uri),
     }
+
+
+def memorisation_reference(uri: str) -> dict[str, str] | None:
+    """The training folder as a memorisation reference set: its absolute path and the content hash that
+    keys its reference index (`dermgen audit RUN` finds it from here); None when not a local folder."""
+    from dermgen.filters.dedup import iter_image_files
+    from dermgen.filters.reference_index import content_hash, reference_folder
+
+    if "://" in uri or not Path(uri).is_dir():
+        return None
+    root = reference_folder(uri).resolve()
+    return {"path": str(root), "sha256": content_hash(root, iter_image_files(root))}
 
 
 def build_card(
