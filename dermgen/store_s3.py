@@ -5,6 +5,7 @@ Imported by `dermgen.store` (use `dermgen.store.S3Store` / `open_store`); split 
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import random
@@ -93,6 +94,7 @@ class S3Store(Store):
             IncompleteReadError,
             ReadTimeoutError,
         )
+        from urllib3.exceptions import ProtocolError
 
         delay = 0.2
         for attempt in range(1, self.max_attempts + 1):
@@ -105,7 +107,14 @@ class S3Store(Store):
                     log.debug("S3 %s: %s (attempt %d), retrying", what, code or status, attempt)
                 else:
                     raise
-            except (ConnectionError, HTTPClientError, ReadTimeoutError, IncompleteReadError) as exc:
+            except (
+                ConnectionError,
+                HTTPClientError,
+                ReadTimeoutError,
+                IncompleteReadError,
+                ProtocolError,  # a body stream cut off while read (urllib3)
+                builtins.ConnectionError,  # reset / aborted sockets surfacing from a body read
+            ) as exc:
                 if attempt >= self.max_attempts:
                     raise StoreError(
                         f"S3 {what} failed after {attempt} attempts: {type(exc).__name__}"

@@ -66,7 +66,7 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(tmp_path, monkeypatch,
 
     from dermgen.pipeline import Renderer
 
-    render = Renderer.render
+    render = Renderer.render_batch  # what the worker calls for each batch
     ooms: list[int] = []
 
     def render_or_oom(self, prompts, *args, **kwargs):
@@ -75,7 +75,7 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(tmp_path, monkeypatch,
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return render(self, prompts, *args, **kwargs)
 
-    monkeypatch.setattr(Renderer, "render", render_or_oom)
+    monkeypatch.setattr(Renderer, "render_batch", render_or_oom)
     out = tmp_path / "run"
     summary = gen(out, use_ray=False, shard_size=4, batch_size=4)
     print(f"OOM: batch sizes that failed {ooms}")
