@@ -42,7 +42,7 @@ def plain_loop(plan, batch_size: int) -> float:
     """Render every planned sample with a bare diffusers loop (same prompts, seeds, samplers, steps)."""
     import torch
 
-    from dermgen.pipeline import quiet_hf_logging
+    from dermgen.models import quiet_hf_logging
     from dermgen.plan import batches
     from dermgen.samplers import make_scheduler
     from dermgen.tiny import build_tiny_pipeline

@@ -214,7 +214,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 def cmd_train_lora(config, *, as_json: bool = False) -> int:
     """`dermgen train-lora`: DreamBooth + LoRA fine-tuning (`dermgen.train.lora.train_lora`)."""
-    from dermgen.pipeline import quiet_hf_logging
+    from dermgen.models import quiet_hf_logging
     from dermgen.train.lora import train_lora
 
     quiet_hf_logging()
@@ -231,7 +231,7 @@ def cmd_train_lora(config, *, as_json: bool = False) -> int:
 
 def cmd_merge_lora(config) -> int:
     """`dermgen merge-lora`: bake adapters into one checkpoint (`dermgen.train.merge.merge_lora`)."""
-    from dermgen.pipeline import quiet_hf_logging
+    from dermgen.models import quiet_hf_logging
     from dermgen.train.merge import merge_from_config
 
     quiet_hf_logging()

@@ -18,13 +18,8 @@ from typing import Any
 from dermgen.config import GenerateConfig
 from dermgen.errors import ConfigError, PlanMismatchError, StoreError
 from dermgen.manifest import Manifest, load_manifest, manifest_hash
-from dermgen.pipeline import (
-    LoraSpec,
-    check_lora_compatible,
-    check_lora_file,
-    model_fingerprint,
-    resolve_model,
-)
+from dermgen.models import model_fingerprint, resolve_model
+from dermgen.pipeline import LoraSpec, check_lora_compatible, check_lora_file
 from dermgen.plan import Plan, plan_run
 from dermgen.prompts import warn_truncated
 from dermgen.provenance import environment, redact

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from dermgen.errors import ConfigError
-from dermgen.pipeline import LoraSpec, Renderer, model_fingerprint, resolve_model
+from dermgen.models import model_fingerprint, resolve_model
+from dermgen.pipeline import LoraSpec, Renderer
 from dermgen.samplers import SAMPLER_NAMES, make_scheduler
 
 KW = dict(steps=4, cfg_scale=7.0, width=64, height=64)

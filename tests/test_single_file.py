@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from dermgen.errors import ConfigError
-from dermgen.pipeline import DERM_T2IM_ENV, Renderer, resolve_model
+from dermgen.models import DERM_T2IM_ENV, resolve_model
+from dermgen.pipeline import Renderer
 from dermgen.single_file import (
     SD15_CONFIG_DIR,
     V1_INFERENCE_YAML,

@@ -39,7 +39,7 @@ class Trainer(TrainerOutputs):
     def _setup(self) -> None:
         import torch
 
-        from dermgen.pipeline import default_device, load_pipeline, resolve_model
+        from dermgen.models import default_device, load_pipeline, resolve_model
         from dermgen.train.lora_card import data_fingerprint
 
         cfg = self.cfg

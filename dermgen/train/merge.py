@@ -220,7 +220,7 @@ def merge_lora(
     from safetensors.torch import save_file
 
     from dermgen.hashing import sha256_file, sha256_tree, short_hash
-    from dermgen.pipeline import load_pipeline, resolve_model
+    from dermgen.models import load_pipeline, resolve_model
 
     if not loras:
         raise ConfigError("--lora: give at least one adapter as PATH[:SCALE]")
