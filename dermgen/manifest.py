@@ -290,6 +290,9 @@ def parse_manifest(data: Any, source: str = "<manifest>") -> Manifest:
         raise ConfigError(_format_validation(source, exc)) from None
 
 
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_manifest(path: str | Path) -> Manifest:
     """Read and validate a YAML manifest file."""
     p = Path(path)
@@ -297,7 +300,12 @@ def load_manifest(path: str | Path) -> Manifest:
         raise ConfigError(f"--manifest: {str(path)!r} does not exist or is not a file")
     text = p.read_text()
     try:
-        data = yaml.safe_load(text)
+        try:  # libyaml's safe loader when built with it (10x faster on large manifests) ...
+            data = yaml.load(text, Loader=_SAFE_LOADER)
+        except (
+            yaml.YAMLError
+        ):  # ... and the pure-Python one for the error, whose messages are the documented ones
+            data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
