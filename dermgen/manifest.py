@@ -6,6 +6,7 @@ Validated by pydantic at the edge; every error names the field, the value and wh
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -291,6 +292,32 @@ def parse_manifest(data: Any, source: str = "<manifest>") -> Manifest:
 
 
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_JSON_START = re.compile(r"\s*\{")
+
+
+class _NotPlainJson(ValueError):
+    """A JSON object with a repeated key: left to the YAML loader, which owns the rules for it."""
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _NotPlainJson
+    return out
+
+
+def _json_document(text: str) -> Any | None:
+    """A manifest written as JSON (a subset of YAML, so also a valid YAML manifest), parsed as JSON.
+
+    Machine-made manifests with hundreds of thousands of entries parse in about a second this way instead
+    of a minute through a YAML parser. None when the text is not plain JSON: the YAML loader decides then.
+    """
+    if not _JSON_START.match(text):
+        return None
+    try:
+        return json.loads(text, object_pairs_hook=_unique_pairs)
+    except ValueError:  # includes _NotPlainJson and json.JSONDecodeError
+        return None
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -299,12 +326,15 @@ def load_manifest(path: str | Path) -> Manifest:
     if not p.is_file():
         raise ConfigError(f"--manifest: {str(path)!r} does not exist or is not a file")
     text = p.read_text()
+    data = _json_document(text)
+    if data is not None:
+        return parse_manifest(data, source=p.name)
     try:
-        try:  # libyaml's safe loader when built with it (10x faster on large manifests) ...
+        # libyaml's safe loader when built with it (faster on large manifests); on an error the pure-Python
+        # one parses again, for its messages (the documented ones)
+        try:
             data = yaml.load(text, Loader=_SAFE_LOADER)
-        except (
-            yaml.YAMLError
-        ):  # ... and the pure-Python one for the error, whose messages are the documented ones
+        except yaml.YAMLError:
             data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

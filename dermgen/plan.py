@@ -53,39 +53,41 @@ class Sample:
         return (self.sampler, self.steps, self.cfg_scale, self.width, self.height, self.loras)
 
 
-@dataclass(frozen=True, eq=False)
 class SampleRule:
     """What derives an entry's samples: the entry, the run seed, the output size and the plan's block rule.
 
-    One per entry, shared by all of its shards; `sample(index, shard_start)` is `make_sample` with the
-    per-entry parts (seed base, LoRAs, tags) computed once.
+    One per entry, shared by all of its shards; `sample(index, shard_start)` equals `make_sample`, with the
+    per-entry parts (seed base, LoRAs, tags) computed once, on first use (so where the shard renders: the
+    driver only builds the rule).
     """
 
-    entry: Entry
-    run_seed: int
-    block: int
-    size: int | None
-    version: int = 1
-    seed_base: int = field(init=False, repr=False)
-    _const: dict[str, Any] = field(init=False, repr=False)
+    __slots__ = ("entry", "run_seed", "block", "size", "version", "_const")
 
-    def __post_init__(self) -> None:
-        e = self.entry
-        w, h = (self.size, self.size) if self.size else e.width_height
-        object.__setattr__(self, "seed_base", entry_seed_base(e, self.run_seed))
-        const = {
-            "entry_id": e.id,
-            "label": e.label,
-            "prompt": e.prompt,
-            "negative_prompt": e.negative_prompt,
-            "cfg_scale": float(e.cfg_scale),
-            "width": w,
-            "height": h,
-            "loras": tuple((lr.path, float(lr.scale)) for lr in e.loras),
-            "tags": tuple(e.tags),
-            "skin_tones": tuple(e.expect.skin_tone) if e.expect else (),
-        }
-        object.__setattr__(self, "_const", const)
+    def __init__(self, entry: Entry, run_seed: int, block: int, size: int | None, version: int = 1) -> None:
+        self.entry, self.run_seed, self.block, self.size, self.version = entry, run_seed, block, size, version
+        self._const: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"SampleRule({self.entry.id!r}, run_seed={self.run_seed}, block={self.block}, v{self.version})"
+
+    def _derived(self) -> dict[str, Any]:
+        if self._const is None:
+            e = self.entry
+            w, h = (self.size, self.size) if self.size else e.width_height
+            self._const = {
+                "entry_id": e.id,
+                "label": e.label,
+                "prompt": e.prompt,
+                "negative_prompt": e.negative_prompt,
+                "cfg_scale": float(e.cfg_scale),
+                "width": w,
+                "height": h,
+                "loras": tuple((lr.path, float(lr.scale)) for lr in e.loras),
+                "tags": tuple(e.tags),
+                "skin_tones": tuple(e.expect.skin_tone) if e.expect else (),
+                "_seed_base": entry_seed_base(e, self.run_seed),
+            }
+        return self._const
 
     def _key(self) -> tuple:
         return (self.entry.id, self.run_seed, self.block, self.size, self.version)
@@ -99,6 +101,8 @@ class SampleRule:
     def sample(self, index: int, shard_start: int) -> Sample:
         """Sample `index` of the entry, in a shard starting at `shard_start` (used by plan v2 only)."""
         e = self.entry
+        const = dict(self._derived())
+        seed_base = const.pop("_seed_base")
         rng = random.Random(
             _block_key(e, index, self.run_seed, self.block, None if self.version == 1 else shard_start)
         )
@@ -107,10 +111,10 @@ class SampleRule:
         return Sample(
             sample_id=f"{e.id}-{index:07d}",
             index=index,
-            seed=self.seed_base + index,
+            seed=seed_base + index,
             sampler=sampler,
             steps=rng.randint(lo, hi),
-            **self._const,
+            **const,
         )
 
 
