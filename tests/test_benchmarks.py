@@ -28,6 +28,8 @@ CASES = {
         "channels_last_gain",
     },
     "gpu_smoke.py": {"passed", "failed", "skipped"},
+    "plan_scale.py": {"cases", "all_met"},
+    "driver_scale.py": {"idle_fraction", "dispatch_ms", "rss_mb", "shards", "complete"},
 }
 TAKE_SAMPLES = {"loader_throughput.py", "filter_throughput.py", "filter_calibration.py"}
 
