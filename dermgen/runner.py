@@ -229,6 +229,8 @@ def run_generation(
                             f"generator actor failed to start: {exc.cause if exc.cause else exc}"
                         ) from None
                     continue
+                if ref not in inflight:  # its actor was lost earlier in this pass: already requeued
+                    continue
                 name, shard = inflight.pop(ref)
                 refs_of.get(name, set()).discard(ref)
                 if state.get(name) == "ready":
