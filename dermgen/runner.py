@@ -24,7 +24,7 @@ from dermgen.worker import ShardWorker, WorkerOptions
 log = logging.getLogger(__name__)
 
 QUEUE_DEPTH = 2  # shards queued per actor, so it starts the next one without a round trip
-SHARD_LOG_LIMIT = 10_000  # per-shard timing rows kept in the summary; per-actor totals are always kept
+SHARD_LOG_LIMIT = 2_000  # per-shard timing rows kept in the summary; per-actor totals are always kept
 ACTOR_START_TIMEOUT_S = float(os.environ.get("DERMGEN_ACTOR_START_TIMEOUT", "600"))
 
 
