@@ -143,6 +143,7 @@ def main() -> None:
         manifest = scaled_manifest(images, Path(tmp))
         t_init = time.time()
         ray.init(
+            address="local",  # a fresh local Ray, never another one running on this machine
             num_cpus=2,
             resources={"fake_gpu": args.actors},
             include_dashboard=False,
