@@ -131,9 +131,10 @@ def dry_run(config) -> int:
     manifest, plan, loras, _ = validate(config)
     print(f"manifest {manifest.name}: {len(manifest.entries)} entries, model {model_arg(config, manifest)}")
     print(f"{'entry':40s} {'label':10s} {'kept target':>11s} {'shards':>7s} {'size':>9s}  samplers / steps")
+    shards_by_entry = plan.shards_by_entry()
     for e in manifest.entries:
         n = plan.targets.get(e.id, 0)
-        shards = sum(1 for s in plan.shards if s.entry_id == e.id)
+        shards = shards_by_entry.get(e.id, 0)
         w, h = (plan.size, plan.size) if plan.size else e.width_height
         lo, hi = e.steps_bounds
         steps = str(lo) if lo == hi else f"{lo}-{hi}"

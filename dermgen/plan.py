@@ -2,6 +2,8 @@
 
 Sample ids are ``<entry>-<index>``; a shard is a contiguous index range of one entry, so its id,
 its samples and their seeds follow from the manifest, the run seed and the shard size alone.
+A plan holds only shards (an entry's shared `SampleRule` and a range): samples are derived lazily where the
+shard renders, so planning costs O(shards) time and memory, not O(images).
 Sampler and step count are drawn per block of consecutive samples, so batches stay homogeneous.
 
 Plan versions (recorded in run.json and bound with the rest of the plan; a resumed run keeps its own):
@@ -16,6 +18,7 @@ import hashlib
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from dermgen.manifest import Entry, Manifest
 
@@ -50,18 +53,106 @@ class Sample:
         return (self.sampler, self.steps, self.cfg_scale, self.width, self.height, self.loras)
 
 
-@dataclass(frozen=True)
+class SampleRule:
+    """What derives an entry's samples: the entry, the run seed, the output size and the plan's block rule.
+
+    One per entry, shared by all of its shards; `sample(index, shard_start)` equals `make_sample`, with the
+    per-entry parts (seed base, LoRAs, tags) computed once, on first use (so where the shard renders: the
+    driver only builds the rule).
+    """
+
+    __slots__ = ("entry", "run_seed", "block", "size", "version", "_const")
+
+    def __init__(self, entry: Entry, run_seed: int, block: int, size: int | None, version: int = 1) -> None:
+        self.entry, self.run_seed, self.block, self.size, self.version = entry, run_seed, block, size, version
+        self._const: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"SampleRule({self.entry.id!r}, run_seed={self.run_seed}, block={self.block}, v{self.version})"
+
+    def _derived(self) -> dict[str, Any]:
+        if self._const is None:
+            e = self.entry
+            w, h = (self.size, self.size) if self.size else e.width_height
+            self._const = {
+                "entry_id": e.id,
+                "label": e.label,
+                "prompt": e.prompt,
+                "negative_prompt": e.negative_prompt,
+                "cfg_scale": float(e.cfg_scale),
+                "width": w,
+                "height": h,
+                "loras": tuple((lr.path, float(lr.scale)) for lr in e.loras),
+                "tags": tuple(e.tags),
+                "skin_tones": tuple(e.expect.skin_tone) if e.expect else (),
+                "_seed_base": entry_seed_base(e, self.run_seed),
+            }
+        return self._const
+
+    def _key(self) -> tuple:
+        return (self.entry.id, self.run_seed, self.block, self.size, self.version)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SampleRule) and self._key() == other._key() and self.entry == other.entry
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def sample(self, index: int, shard_start: int) -> Sample:
+        """Sample `index` of the entry, in a shard starting at `shard_start` (used by plan v2 only)."""
+        e = self.entry
+        const = dict(self._derived())
+        seed_base = const.pop("_seed_base")
+        rng = random.Random(
+            _block_key(e, index, self.run_seed, self.block, None if self.version == 1 else shard_start)
+        )
+        sampler = e.samplers[rng.randrange(len(e.samplers))]
+        lo, hi = e.steps_bounds
+        return Sample(
+            sample_id=f"{e.id}-{index:07d}",
+            index=index,
+            seed=seed_base + index,
+            sampler=sampler,
+            steps=rng.randint(lo, hi),
+            **const,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Shard:
-    shard_id: str
-    entry_id: str
-    label: str
+    """A contiguous index range [start, end) of one entry; its samples are derived on demand.
+
+    The driver holds only this (a shared `SampleRule` and two ints), so a plan costs O(shards) memory
+    whatever the shard size; `samples` is computed where the shard renders, identical every time.
+    """
+
+    rule: SampleRule
     start: int
     end: int  # exclusive
-    samples: tuple[Sample, ...] = field(repr=False)
     topup: bool = False
+
+    @property
+    def shard_id(self) -> str:
+        return f"{self.rule.entry.id}-{self.start:07d}-{self.end:07d}"
+
+    @property
+    def entry_id(self) -> str:
+        return self.rule.entry.id
+
+    @property
+    def label(self) -> str:
+        return self.rule.entry.label
+
+    @property
+    def samples(self) -> tuple[Sample, ...]:
+        """The shard's samples, derived from its rule (not cached: each access recomputes them)."""
+        return tuple(self.rule.sample(i, self.start) for i in range(self.start, self.end))
 
     def __len__(self) -> int:
         return self.end - self.start
+
+    def __repr__(self) -> str:
+        return f"Shard({self.shard_id!r}{', topup' if self.topup else ''})"
 
 
 @dataclass
@@ -77,22 +168,39 @@ class Plan:
     shards: list[Shard]
     cap_factor: float = DEFAULT_CAP_FACTOR
     version: int = 1
+    rules: dict[str, SampleRule] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._entries: dict[str, Entry] = {e.id: e for e in self.manifest.entries}
 
     @property
     def total_target(self) -> int:
         return sum(self.targets.values())
 
     def entry(self, entry_id: str) -> Entry:
-        for e in self.manifest.entries:
-            if e.id == entry_id:
-                return e
-        raise KeyError(entry_id)
+        """The manifest entry with this id (a dict lookup)."""
+        return self._entries[entry_id]
+
+    def rule(self, entry_id: str) -> SampleRule:
+        """The shared SampleRule of an entry."""
+        rule = self.rules.get(entry_id)
+        if rule is None:
+            rule = SampleRule(self.entry(entry_id), self.run_seed, self.block, self.size, self.version)
+            self.rules[entry_id] = rule
+        return rule
 
     def targets_by_label(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for e in self.manifest.entries:
             if self.targets.get(e.id):
                 out[e.label] = out.get(e.label, 0) + self.targets[e.id]
+        return out
+
+    def shards_by_entry(self) -> dict[str, int]:
+        """Base shards per entry id, counted in one pass."""
+        out: dict[str, int] = {}
+        for shard in self.shards:
+            out[shard.rule.entry.id] = out.get(shard.rule.entry.id, 0) + 1
         return out
 
     def cap(self, entry_id: str) -> int:
@@ -105,16 +213,7 @@ class Plan:
         if start >= cap:
             return None
         chunk = min(self.shard_size, max(self.block, -(-target // 2)))
-        return make_shard(
-            self.entry(entry_id),
-            start,
-            min(start + chunk, cap),
-            self.run_seed,
-            self.block,
-            self.size,
-            topup=True,
-            version=self.version,
-        )
+        return Shard(self.rule(entry_id), start, min(start + chunk, cap), topup=True)
 
 
 def entry_seed_base(entry: Entry, run_seed: int) -> int:
@@ -136,6 +235,7 @@ def _block_key(entry: Entry, index: int, run_seed: int, block: int, shard_start:
 def make_sample(
     entry: Entry, index: int, run_seed: int, block: int, size: int | None, shard_start: int | None = None
 ) -> Sample:
+    """One sample on its own (reference form; shards derive theirs through a shared SampleRule)."""
     rng = random.Random(_block_key(entry, index, run_seed, block, shard_start))
     sampler = entry.samplers[rng.randrange(len(entry.samplers))]
     lo, hi = entry.steps_bounds
@@ -170,9 +270,7 @@ def make_shard(
     topup: bool = False,
     version: int = 1,
 ) -> Shard:
-    shard_start = None if version == 1 else start
-    samples = tuple(make_sample(entry, i, run_seed, block, size, shard_start) for i in range(start, end))
-    return Shard(f"{entry.id}-{start:07d}-{end:07d}", entry.id, entry.label, start, end, samples, topup)
+    return Shard(SampleRule(entry, run_seed, block, size, version), start, end, topup)
 
 
 def limit_counts(manifest: Manifest, limit: int | None) -> dict[str, int]:
@@ -218,13 +316,15 @@ def plan_run(
     if block < 1:
         raise ValueError(f"block must be >= 1, got {block}")
     targets = limit_counts(manifest, limit)
+    rules: dict[str, SampleRule] = {}
     shards: list[Shard] = []
     for entry in manifest.entries:
         n = targets[entry.id]
-        for start in range(0, n, shard_size):
-            end = min(start + shard_size, n)
-            shards.append(make_shard(entry, start, end, run_seed, block, size, version=version))
-    return Plan(manifest, run_seed, shard_size, block, size, targets, shards, cap_factor, version)
+        if not n:
+            continue
+        rule = rules[entry.id] = SampleRule(entry, run_seed, block, size, version)
+        shards.extend(Shard(rule, start, min(start + shard_size, n)) for start in range(0, n, shard_size))
+    return Plan(manifest, run_seed, shard_size, block, size, targets, shards, cap_factor, version, rules)
 
 
 def batches(shard: Shard, batch_size: int) -> Iterator[list[Sample]]:

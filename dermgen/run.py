@@ -267,7 +267,11 @@ def warmup_samplers(plan: Plan) -> tuple[str, ...]:
 
 
 def _common_size(plan: Plan) -> tuple[int, int] | None:
-    sizes = Counter((s.samples[0].width, s.samples[0].height) for s in plan.shards if s.samples)
+    """The (width, height) most of the plan's images have, from the entries' targets (no sample is built)."""
+    sizes: Counter[tuple[int, int]] = Counter()
+    for e in plan.manifest.entries:
+        if plan.targets.get(e.id):
+            sizes[(plan.size, plan.size) if plan.size else e.width_height] += plan.targets[e.id]
     return sizes.most_common(1)[0][0] if sizes else None
 
 

@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import time
+from collections import deque
 from typing import Any
 
 from dermgen.errors import RunFailed
@@ -23,6 +24,7 @@ from dermgen.worker import ShardWorker, WorkerOptions
 log = logging.getLogger(__name__)
 
 QUEUE_DEPTH = 2  # shards queued per actor, so it starts the next one without a round trip
+SHARD_LOG_LIMIT = 2_000  # per-shard timing rows kept in the summary; per-actor totals are always kept
 ACTOR_START_TIMEOUT_S = float(os.environ.get("DERMGEN_ACTOR_START_TIMEOUT", "600"))
 
 
@@ -89,14 +91,26 @@ def _pool_shape(run: PreparedRun) -> tuple[int, dict[str, float]]:
     return n, ({"num_gpus": 1, "num_cpus": cpus} if want_gpu else {"num_cpus": cpus})
 
 
-def run_generation(run: PreparedRun, worker_cls: type[ShardWorker] = ShardWorker) -> dict[str, Any]:
-    """Run every pending shard on Ray actors (each holding a `worker_cls`), then finalize; the run summary."""
+def run_generation(
+    run: PreparedRun,
+    worker_cls: type[ShardWorker] = ShardWorker,
+    actor_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run every pending shard on Ray actors (each holding a `worker_cls`), then finalize; the run summary.
+
+    Bookkeeping is O(1) per dispatch and per completion (per-actor in-flight counts, a queue of actors
+    with a free slot, ready results drained in one wait), so the driver keeps a pool of hundreds of actors
+    fed; its memory does not grow with the run (the per-shard log is capped at SHARD_LOG_LIMIT rows).
+    `actor_options` overrides the actors' Ray options (e.g. custom resources standing in for GPUs).
+    """
     import ray
     from ray.exceptions import RayActorError, RayTaskError
 
     started_ray = _init_ray(run.config.ray_address)
     try:
         n_actors, resources = _pool_shape(run)
+        if actor_options:
+            resources = {**resources, **actor_options}
         n_actors = min(n_actors, max(1, len(run.scheduler.pending)))
         actor_cls = _generator_actor_class(worker_cls)
         progress = Progress(run.plan.total_target, interval=run.config.progress_interval)
@@ -104,8 +118,13 @@ def run_generation(run: PreparedRun, worker_cls: type[ShardWorker] = ShardWorker
         state: dict[str, str] = {}  # name -> starting|ready|dead
         pings: dict[Any, str] = {}
         inflight: dict[Any, tuple[str, Any]] = {}  # ref -> (actor name, shard)
+        refs_of: dict[str, set[Any]] = {}  # actor name -> its in-flight refs
+        hungry: deque[str] = deque()  # ready actors with a free slot (rechecked when taken)
+        hungry_set: set[str] = set()  # the same names: each actor queued at most once
         retries: dict[str, int] = {}
         shard_log: list[dict[str, Any]] = []
+        shard_log_dropped = 0
+        per_actor: dict[str, dict[str, float]] = {}  # name -> shards, busy_s, first start, last finish
         infos: dict[str, dict[str, Any]] = {}
         created = 0
         max_actors = 3 * n_actors + 2
@@ -119,7 +138,8 @@ def run_generation(run: PreparedRun, worker_cls: type[ShardWorker] = ShardWorker
             # finishes scoring, writing and committing (ShardWorker serialises rendering). CPU actors take
             # one: there the same cores would do both, which measured slower.
             concurrency = 2 if "num_gpus" in resources else 1
-            handle = actor_cls.options(name=None, max_concurrency=concurrency, **resources).remote(
+            options = {"max_concurrency": concurrency, **resources}
+            handle = actor_cls.options(name=None, **options).remote(
                 run.worker_options,
                 run.store.uri,
                 run.run_id,
@@ -128,21 +148,30 @@ def run_generation(run: PreparedRun, worker_cls: type[ShardWorker] = ShardWorker
             )
             actors[name] = handle
             state[name] = "starting"
+            refs_of[name] = set()
             pings[handle.info.remote()] = name
 
         for _ in range(n_actors):
             spawn()
         last_progress_at = time.time()
 
+        def want_work(name: str) -> None:
+            if name not in hungry_set:
+                hungry_set.add(name)
+                hungry.append(name)
+
         def actor_lost(name: str, why: str) -> None:
             if state.get(name) == "dead":
                 return
             state[name] = "dead"
             log.warning("actor %s lost (%s); resubmitting its shards", name, why)
-            for ref, (owner, shard) in list(inflight.items()):
-                if owner == name:
-                    inflight.pop(ref)
-                    run.scheduler.requeue(shard)
+            for ref in refs_of.pop(name, set()):
+                _, shard = inflight.pop(ref)
+                run.scheduler.requeue(shard)
+            if not run.scheduler.finished:
+                for other, st in state.items():  # someone takes the requeued shards
+                    if st == "ready":
+                        want_work(other)
             try:
                 ray.kill(actors[name])
             except Exception:  # noqa: BLE001
@@ -151,29 +180,40 @@ def run_generation(run: PreparedRun, worker_cls: type[ShardWorker] = ShardWorker
                 spawn()
 
         while not run.scheduler.finished:
-            # feed ready actors up to QUEUE_DEPTH shards each
-            for name, st in state.items():
-                if st != "ready":
+            # feed actors with a free slot, up to QUEUE_DEPTH shards each
+            while hungry and run.scheduler.pending:
+                name = hungry.popleft()
+                hungry_set.discard(name)
+                mine = refs_of.get(name)
+                if state.get(name) != "ready" or mine is None:
                     continue
-                while sum(1 for owner, _ in inflight.values() if owner == name) < QUEUE_DEPTH:
+                while len(mine) < QUEUE_DEPTH:
                     shard = run.scheduler.next_shard()
                     if shard is None:
                         break
                     entry_filter = run.plan.entry(shard.entry_id).filter
-                    inflight[actors[name].run_shard.remote(shard, entry_filter)] = (name, shard)
+                    ref = actors[name].run_shard.remote(shard, entry_filter)
+                    inflight[ref] = (name, shard)
+                    mine.add(ref)
+                if len(mine) < QUEUE_DEPTH:  # the queue ran dry first: first in line for top-ups
+                    want_work(name)
             waiting = list(inflight) + list(pings)
             if not waiting:
                 if all(s == "dead" for s in state.values()):
                     raise RunFailed("every generator actor died and the replacement budget is spent")
                 time.sleep(0.1)
                 continue
-            done, _ = ray.wait(waiting, num_returns=1, timeout=min(1.0, run.config.progress_interval))
+            done, rest = ray.wait(waiting, num_returns=1, timeout=min(1.0, run.config.progress_interval))
+            if done and rest:  # take every other result already there in the same pass
+                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                done += more
             for ref in done:
                 if ref in pings:
                     name = pings.pop(ref)
                     try:
                         infos[name] = ray.get(ref)
                         state[name] = "ready"
+                        want_work(name)
                         last_progress_at = time.time()
                         log.info(
                             "actor %s ready on %s (%s)", name, infos[name]["device"], infos[name]["node"]
@@ -189,7 +229,12 @@ def run_generation(run: PreparedRun, worker_cls: type[ShardWorker] = ShardWorker
                             f"generator actor failed to start: {exc.cause if exc.cause else exc}"
                         ) from None
                     continue
+                if ref not in inflight:  # its actor was lost earlier in this pass: already requeued
+                    continue
                 name, shard = inflight.pop(ref)
+                refs_of.get(name, set()).discard(ref)
+                if state.get(name) == "ready":
+                    want_work(name)
                 try:
                     summary = ray.get(ref)
                 except RayActorError as exc:
@@ -211,11 +256,16 @@ def run_generation(run: PreparedRun, worker_cls: type[ShardWorker] = ShardWorker
                     continue
                 run.scheduler.complete(shard, summary)
                 progress.update(summary)
-                shard_log.append({k: summary[k] for k in ("shard_id", "actor", "started_at", "finished_at")})
+                if len(shard_log) < SHARD_LOG_LIMIT:
+                    shard_log.append(
+                        {k: summary[k] for k in ("shard_id", "actor", "started_at", "finished_at")}
+                    )
+                else:
+                    shard_log_dropped += 1
+                _account_actor(per_actor, summary)
                 last_progress_at = time.time()
-            if (
-                not any(s == "ready" for s in state.values())
-                and time.time() - last_progress_at > ACTOR_START_TIMEOUT_S
+            if time.time() - last_progress_at > ACTOR_START_TIMEOUT_S and not any(
+                s == "ready" for s in state.values()
             ):
                 raise RunFailed(
                     f"no generator actor became ready within {ACTOR_START_TIMEOUT_S:.0f}s; "
@@ -233,10 +283,30 @@ def run_generation(run: PreparedRun, worker_cls: type[ShardWorker] = ShardWorker
         stats["actors"] = infos
         stats["actors_created"] = created
         stats["shards"] = shard_log
+        stats["shards_not_logged"] = shard_log_dropped
+        stats["actor_totals"] = per_actor
         return finalize_run(run, stats)
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _account_actor(per_actor: dict[str, dict[str, float]], summary: dict[str, Any]) -> None:
+    """Add one shard to its actor's totals (shards, busy seconds, first start, last finish)."""
+    a = per_actor.get(summary["actor"])
+    start, end = float(summary["started_at"]), float(summary["finished_at"])
+    if a is None:
+        per_actor[summary["actor"]] = {
+            "shards": 1,
+            "busy_s": end - start,
+            "first_start": start,
+            "last_end": end,
+        }
+        return
+    a["shards"] += 1
+    a["busy_s"] += end - start
+    a["first_start"] = min(a["first_start"], start)
+    a["last_end"] = max(a["last_end"], end)
 
 
 def run_in_process(run: PreparedRun, worker_cls: type[ShardWorker] = ShardWorker) -> dict[str, Any]:
@@ -257,7 +327,13 @@ def run_in_process(run: PreparedRun, worker_cls: type[ShardWorker] = ShardWorker
     return finalize_run(run, stats)
 
 
-def generate(config, *, use_ray: bool = True, worker_cls: type[ShardWorker] = ShardWorker) -> dict[str, Any]:
+def generate(
+    config,
+    *,
+    use_ray: bool = True,
+    worker_cls: type[ShardWorker] = ShardWorker,
+    actor_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Validate, plan, bind, run and summarise one generation job.
 
     `worker_cls` renders, filters, writes and commits each shard: `ShardWorker` or a subclass of it (the
@@ -276,4 +352,6 @@ def generate(config, *, use_ray: bool = True, worker_cls: type[ShardWorker] = Sh
     if run.scheduler.finished:
         log.info("nothing to do: every shard is committed")
         return finalize_run(run, {"elapsed_s": 0.0, "images": 0})
-    return run_generation(run, worker_cls) if use_ray else run_in_process(run, worker_cls)
+    if not use_ray:
+        return run_in_process(run, worker_cls)
+    return run_generation(run, worker_cls, actor_options)

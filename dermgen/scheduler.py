@@ -23,6 +23,7 @@ class EntryProgress:
     kept: int = 0
     frontier: int = 0  # first index not yet planned
     inflight: int = 0
+    pending: int = 0  # shards of this entry waiting in the queue
     base_left: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
@@ -58,11 +59,12 @@ class ShardScheduler:
         self.pending: deque[Shard] = deque()
         self.inflight: dict[str, Shard] = {}
         self.skipped = 0
+        self._remaining = 0  # samples in pending + inflight shards, kept as shards move
         for shard in plan.shards:
-            if shard.shard_id in committed:
+            if committed and shard.shard_id in committed:
                 self.skipped += 1
             else:
-                self.pending.append(shard)
+                self._push(shard)
                 self.entries[shard.entry_id].base_left += 1
         for summary in committed.values():
             self._account(summary)
@@ -82,23 +84,34 @@ class ShardScheduler:
         for k, v in (s.get("drop_reasons") or {}).items():
             ep.reasons[k] = ep.reasons.get(k, 0) + v
 
+    def _push(self, shard: Shard, first: bool = False) -> None:
+        (self.pending.appendleft if first else self.pending.append)(shard)
+        self.entries[shard.entry_id].pending += 1
+        self._remaining += len(shard)
+
     def next_shard(self) -> Shard | None:
+        """The next shard to render (O(1))."""
         if not self.pending:
             return None
         shard = self.pending.popleft()
+        ep = self.entries[shard.entry_id]
+        ep.pending -= 1
         self.inflight[shard.shard_id] = shard
-        self.entries[shard.entry_id].inflight += 1
+        ep.inflight += 1
         return shard
 
     def requeue(self, shard: Shard) -> None:
         """A shard whose attempt died: run it again (first, so it is not starved)."""
         if self.inflight.pop(shard.shard_id, None) is not None:
             self.entries[shard.entry_id].inflight -= 1
-        self.pending.appendleft(shard)
+            self._remaining -= len(shard)
+        self._push(shard, first=True)
 
     def complete(self, shard: Shard, summary: dict[str, Any]) -> None:
+        """Account a finished shard and plan its entry's top-ups if needed (O(1) plus the top-ups)."""
         if self.inflight.pop(shard.shard_id, None) is None:
             return
+        self._remaining -= len(shard)
         ep = self.entries[shard.entry_id]
         ep.inflight -= 1
         if not shard.topup:
@@ -108,9 +121,7 @@ class ShardScheduler:
 
     def _maybe_topup(self, entry_id: str) -> None:
         ep = self.entries[entry_id]
-        if not self.topup or ep.done or ep.inflight or ep.base_left > 0:
-            return
-        if any(s.entry_id == entry_id for s in self.pending):
+        if not self.topup or ep.done or ep.inflight or ep.base_left > 0 or ep.pending:
             return
         rate = max(ep.kept / ep.generated, 0.05) if ep.generated else 1.0
         need = math.ceil((ep.target - ep.kept) / rate * 1.1)
@@ -119,7 +130,7 @@ class ShardScheduler:
             shard = self.plan.topup_shard(entry_id, ep.frontier)
             if shard is None:
                 break
-            self.pending.append(shard)
+            self._push(shard)
             ep.frontier = shard.end
             planned += len(shard)
 
@@ -129,7 +140,7 @@ class ShardScheduler:
 
     @property
     def remaining_samples(self) -> int:
-        return sum(len(s) for s in self.pending) + sum(len(s) for s in self.inflight.values())
+        return self._remaining
 
     def report(self) -> dict[str, dict[str, Any]]:
         return {k: ep.to_dict(self.plan.cap(k)) for k, ep in self.entries.items()}

@@ -30,6 +30,8 @@ CASES = {
     "gpu_smoke.py": {"passed", "failed", "skipped"},
     "memorisation_index.py": {"index_build_s", "search_ms_p50", "match_new_ms_p50", "copies_found"},
     "memorisation_copies.py": {"copy_drop_rate", "others_kept_rate"},
+    "plan_scale.py": {"cases", "all_met"},
+    "driver_scale.py": {"idle_fraction", "dispatch_ms", "rss_mb", "shards", "complete"},
 }
 TAKE_SAMPLES = {"loader_throughput.py", "filter_throughput.py", "filter_calibration.py"}
 

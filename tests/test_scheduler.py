@@ -70,3 +70,45 @@ def test_resume_skips_committed_and_keeps_counts():
     assert s.skipped == 1
     assert [sh.shard_id for sh in drain(s, 1.0)] == [p.shards[1].shard_id]
     assert s.report()["a"]["kept"] == 8
+
+
+def test_bookkeeping_never_walks_the_queue_and_keeps_the_remaining_count():
+    """Dispatch, requeue, completion and top-ups in random order: O(1) steps, exact running counts."""
+    import random
+    from collections import deque
+
+    m = parse_manifest(
+        {
+            "name": "t",
+            "entries": [
+                {"id": f"e{i}", "label": "benign", "prompt": "p", "count": 10 + i, "size": 64}
+                for i in range(6)
+            ],
+        }
+    )
+    s = ShardScheduler(plan_run(m, shard_size=4, cap_factor=3.0))
+
+    class Guarded(deque):
+        def __iter__(self):
+            raise AssertionError("the scheduler walked its pending queue")
+
+    s.pending = Guarded(s.pending)
+    rng = random.Random(0)
+    held = []
+    steps = 0
+    while not s.finished:
+        steps += 1
+        if held and (rng.random() < 0.5 or not s.pending):
+            shard = held.pop(rng.randrange(len(held)))
+            if rng.random() < 0.2:
+                s.requeue(shard)
+            else:
+                s.complete(shard, summary(shard, int(len(shard) * 0.6)))
+        elif (shard := s.next_shard()) is not None:
+            held.append(shard)
+        expected = sum(len(x) for x in deque.__iter__(s.pending)) + sum(len(x) for x in s.inflight.values())
+        assert s.remaining_samples == expected
+        assert {k: ep.pending for k, ep in s.entries.items()} == {
+            k: sum(1 for x in deque.__iter__(s.pending) if x.entry_id == k) for k in s.entries
+        }
+    assert steps > 50 and not s.shortfalls()

@@ -1,0 +1,32 @@
+"""A manifest written as JSON (a subset of YAML) loads through the json module, to the same Manifest."""
+
+import json
+
+import pytest
+import yaml
+
+from dermgen.config import REPO_ROOT
+from dermgen.errors import ConfigError
+from dermgen.manifest import load_manifest, manifest_hash
+
+
+def test_a_json_manifest_equals_its_yaml_form(tmp_path):
+    src = REPO_ROOT / "manifests" / "smart_transformations.yaml"
+    path = tmp_path / "m.json"
+    path.write_text("\n  " + json.dumps(yaml.safe_load(src.read_text()), indent=2))
+    a, b = load_manifest(src), load_manifest(path)
+    assert a == b and manifest_hash(a) == manifest_hash(b)
+
+
+def test_json_with_a_repeated_key_is_left_to_the_yaml_loader(tmp_path):
+    """The YAML loader owns the rules for repeated keys: the JSON route steps aside, and the key is refused."""
+    import dermgen.manifest as manifest_mod
+
+    text = (
+        '{"name": "a", "name": "b", "entries": [{"id": "e", "label": "benign", "prompt": "p", "count": 1}]}'
+    )
+    path = tmp_path / "dup.json"
+    path.write_text(text)
+    assert manifest_mod._json_document(text) is None
+    with pytest.raises(ConfigError, match="duplicate key 'name' at line 1"):
+        load_manifest(path)
