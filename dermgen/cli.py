@@ -247,7 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
         p,
         commands.FilterOptions,
         positional=["input"],
-        options={"filter_override": {"type": name_value, "action": "append", "metavar": "NAME=VALUE"}},
+        options={
+            "filter_override": {"type": name_value, "action": "append", "metavar": "NAME=VALUE"},
+            "filter": {"metavar": "{default,PROFILE.yaml}", "type": _filter_spec},
+        },
     )
     for name, help, model, body in (
         ("inspect", "summary of a run: rows, kept per label and entry, shards", commands.InspectOptions,

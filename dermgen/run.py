@@ -166,6 +166,13 @@ def resume_plan_settings(config: GenerateConfig, store: Store) -> GenerateConfig
     return config.model_copy(update=update) if update else config
 
 
+def effective_filter_of(config: GenerateConfig) -> dict[str, Any]:
+    """The run's effective filter (dermgen.filters.identity), recorded in run.json and checked on resume."""
+    from dermgen.filters.identity import effective_filter
+
+    return effective_filter(config.filter, config.filter_overrides, config.reference_dir, config.clip_model)
+
+
 def run_id_for(binding: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(binding, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -178,6 +185,16 @@ def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "; ".join(changes) or "unknown fields"
 
 
+def _filter_change(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """The filter changes between two run.json (profile content, thresholds, scorers, references, CLIP);
+    "" when the same or when the old run predates the record."""
+    if "filter" not in old or "filter" not in new:
+        return ""
+    from dermgen.filters.identity import filter_changes
+
+    return "; ".join(f"filter {c}" for c in filter_changes(old["filter"], new["filter"]))
+
+
 def bind_run(store: Store, run_json: dict[str, Any], force_new_run: bool) -> None:
     """Create run.json, or check that the existing one was made from the same plan."""
     data = json.dumps(run_json, indent=2, sort_keys=True, default=str).encode()
@@ -188,12 +205,15 @@ def bind_run(store: Store, run_json: dict[str, Any], force_new_run: bool) -> Non
     except (KeyError, ValueError):
         existing = {}
     if existing.get("binding") == run_json["binding"]:
-        return
+        changed = _filter_change(existing, run_json)
+        if not changed:
+            return
+    else:
+        changed = _describe_change(existing.get("binding", {}), run_json["binding"])
     if not force_new_run:
         raise PlanMismatchError(
             f"{store.uri} already holds run {existing.get('run_id', '?')} made from a different plan "
-            f"({_describe_change(existing.get('binding', {}), run_json['binding'])}); use another --output, "
-            "or --force-new-run to delete it and start over"
+            f"({changed}); use another --output, or --force-new-run to delete it and start over"
         )
     log.warning("--force-new-run: deleting the existing run at %s", store.uri)
     for prefix in ("shards/", "images/", SUMMARY_JSON):
@@ -254,6 +274,7 @@ def prepare_run(config: GenerateConfig) -> PreparedRun:
         "targets": plan.targets,
         "targets_by_label": plan.targets_by_label(),
         "environment": environment(),
+        "filter": effective_filter_of(config),
     }
     bind_run(store, run_json, config.force_new_run)
     committed = committed_summaries(store)
