@@ -148,36 +148,43 @@ class FingerprintIndex:
     """A growing set of fingerprints with :meth:`similarity` = best copy similarity to any of them."""
 
     def __init__(self) -> None:
-        self._fps: list[Fingerprint] = []
+        self._grays: list[np.ndarray] = []
         self._labels: list[str] = []
-        self._thumbs: np.ndarray | None = None
+        # the thumbnails as rows of one matrix, grown by doubling (adding is O(1) amortised, never a
+        # re-stack of every entry); about 20 KB per entry in all (thumbnail + 128x128 grey copy)
+        self._thumbs = np.empty((0, 0), np.float32)
 
     def __len__(self) -> int:
-        return len(self._fps)
+        return len(self._grays)
 
     def add(self, fp: Fingerprint, label: str = "") -> None:
-        self._fps.append(fp)
+        n = len(self._grays)
+        if n == self._thumbs.shape[0]:
+            grown = np.empty((max(64, 2 * n), fp.thumb.shape[0]), np.float32)
+            if n:
+                grown[:n] = self._thumbs[:n]
+            self._thumbs = grown
+        self._thumbs[n] = fp.thumb
+        self._grays.append(fp.gray)
         self._labels.append(label)
-        self._thumbs = None
 
     def clear(self) -> None:
-        self._fps.clear()
+        self._grays.clear()
         self._labels.clear()
-        self._thumbs = None
+        self._thumbs = np.empty((0, 0), np.float32)
 
     def nearest(self, fp: Fingerprint) -> tuple[float, str | None]:
         """(best copy similarity, label of that entry); (0.0, None) when nothing passes the gate."""
-        if not self._fps:
+        if not self._grays:
             return 0.0, None
-        if self._thumbs is None:
-            self._thumbs = np.stack([f.thumb for f in self._fps])
-        cos = self._thumbs @ fp.thumb
-        order = np.argsort(-cos)[:MAX_CANDIDATES]
+        cos = self._thumbs[: len(self._grays)] @ fp.thumb
+        top = np.argpartition(-cos, MAX_CANDIDATES)[:MAX_CANDIDATES] if len(cos) > MAX_CANDIDATES else None
+        order = np.argsort(-cos) if top is None else top[np.argsort(-cos[top])]
         best, label = 0.0, None
         for i in order:
             if cos[i] < GATE:
                 break
-            s = copy_similarity(fp, self._fps[i])
+            s = copy_similarity(fp, Fingerprint(self._thumbs[i], self._grays[i]))
             if s > best:
                 best, label = s, self._labels[i]
         return best, label
