@@ -117,6 +117,12 @@ def measure(folder: Path, workers: int, out: Path) -> dict:
             peak_total = max(peak_total, sum(rss))
             peak_single = max(peak_single, max(rss, default=0))
             samples.append((round(time.perf_counter() - t0, 1), round(sum(rss) / 2**20)))
+            if len(samples) % 300 == 0:  # progress on stderr every ~30 s: (seconds, MiB, rows written)
+                print(
+                    json.dumps({"progress": samples[-1], "peak_mib": round(peak_total / 2**20)}),
+                    file=sys.stderr,
+                    flush=True,
+                )
         except psutil.Error:
             pass
         time.sleep(0.1)

@@ -45,6 +45,8 @@ EXAMPLES = {
     "filter": """
   dermgen filter ./Derm-T2IM-Dataset --output scores.parquet
   dermgen filter s3://bucket/derm-6k --output rescored.parquet --reference ./isic
+  dermgen filter outputs/derm-6k --filter profile.yaml --output decisions.parquet   # re-decide a run
+  dermgen filter calibrate labels.json --output profile.yaml   # labels from the report's Review section
 exit status 0 whatever was kept.""",
     "inspect": """
   dermgen inspect outputs/derm-6k
