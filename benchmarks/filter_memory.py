@@ -7,6 +7,11 @@ scoring pool) every 0.1 s. The peak of the summed RSS is the figure; the largest
 too. The images for a smaller N are the first N of the largest set (symlinks), so sets are nested.
 
     python benchmarks/filter_memory.py [--quick] [--sizes 2000,6000,12000] [--workers 2] [--dir DIR]
+                                       [--prefill 60000]
+
+``--prefill K`` adds one more measurement: the smallest N filtered by a filter whose duplicate index
+already holds K kept images (random distinct fingerprints), i.e. the memory at the end of a K-image
+run where every image was kept (the worst case: only kept images are indexed).
 
 The last line printed is one JSON object: per N, peak RSS (MiB), seconds, images/s, kept.
 """
@@ -30,9 +35,24 @@ SIDE = 512
 
 CHILD = """
 import json, sys, time
-from dermgen.filters.standalone import filter_folder
+from pathlib import Path
+import numpy as np
+from dermgen.filters import build_filter
+from dermgen.filters.dedup import Fingerprint, iter_image_files
+from dermgen.filters.standalone import filter_folder, filter_images
+folder, out, workers, prefill = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 t = time.perf_counter()
-s = filter_folder(sys.argv[1], sys.argv[2], workers=int(sys.argv[3]))
+if prefill:  # the duplicate index of a run that already kept `prefill` images (distinct fingerprints)
+    flt = build_filter("default")
+    rng = np.random.default_rng(0)
+    for i in range(prefill):
+        v = rng.normal(size=768).astype(np.float32)
+        flt.duplicates.add(Fingerprint(v / np.linalg.norm(v), rng.integers(0, 256, (128, 128), np.uint8)))
+    base = Path(folder)
+    items = ((p.relative_to(base).as_posix(), p) for p in iter_image_files(base))
+    s = filter_images(items, out, flt=flt, workers=workers, keep_rows=False)
+else:
+    s = filter_folder(folder, out, workers=workers)
 s["wall_s"] = time.perf_counter() - t
 print(json.dumps(s))
 """
@@ -89,13 +109,13 @@ def subset(root: Path, n: int) -> Path:
     return folder
 
 
-def measure(folder: Path, workers: int, out: Path) -> dict:
+def measure(folder: Path, workers: int, out: Path, prefill: int = 0) -> dict:
     """Run the filter in a child process; peak RSS of it plus its descendants (MiB)."""
     import psutil
 
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(folder), str(out), str(workers)],
+        [sys.executable, "-c", CHILD, str(folder), str(out), str(workers), str(prefill)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -144,11 +164,22 @@ def measure(folder: Path, workers: int, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run (40 and 80 images, 1 worker)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run (40 and 80 images, 1 worker, prefill 500)"
+    )
     parser.add_argument("--sizes", default=None, help="comma-separated N (default 2000,6000,12000)")
     parser.add_argument("--workers", type=int, default=None, help="scoring processes (default 2, quick 1)")
     parser.add_argument("--dir", default=None, help="where to write the images (default: a temp folder)")
+    parser.add_argument(
+        "--prefill",
+        type=int,
+        default=0,
+        help="also filter the smallest N with a duplicate index already holding this many kept images "
+        "(the end of a run that large; 1 worker, as the pool would be handed the filled index)",
+    )
     args = parser.parse_args(argv)
+    if args.quick and not args.prefill:
+        args.prefill = 500
     sizes = [int(s) for s in (args.sizes or ("40,80" if args.quick else "2000,6000,12000")).split(",")]
     workers = args.workers or (1 if args.quick else 2)
     tmp = None if args.dir else tempfile.TemporaryDirectory(prefix="filter_memory_")
@@ -160,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     for n in sizes:
         results[str(n)] = measure(subset(root, n), workers, root / f"n{n}.parquet")
         print(json.dumps({str(n): results[str(n)]}), flush=True)
+    if args.prefill:
+        n = min(sizes)
+        r = measure(subset(root, n), 1, root / "prefill.parquet", args.prefill)
+        results[f"{n}+index{args.prefill}"] = r
+        print(json.dumps({f"{n}+index{args.prefill}": r}), flush=True)
     out = {
         "image_size": [SIDE, SIDE],
         "workers": workers,
