@@ -46,6 +46,8 @@ EXAMPLES = {
     "filter": """
   dermgen filter ./Derm-T2IM-Dataset --output scores.parquet
   dermgen filter s3://bucket/derm-6k --output rescored.parquet --reference ./isic
+  dermgen filter outputs/derm-6k --filter profile.yaml --output decisions.parquet   # re-decide a run
+  dermgen filter calibrate labels.json --output profile.yaml   # labels from the report's Review section
 exit status 0 whatever was kept.""",
     "inspect": """
   dermgen inspect outputs/derm-6k
@@ -253,7 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
         p,
         commands.FilterOptions,
         positional=["input"],
-        options={"filter_override": {"type": name_value, "action": "append", "metavar": "NAME=VALUE"}},
+        options={
+            "filter_override": {"type": name_value, "action": "append", "metavar": "NAME=VALUE"},
+            "filter": {"metavar": "{default,PROFILE.yaml}", "type": _filter_spec},
+        },
     )
     for name, help, model, body in (
         ("inspect", "summary of a run: rows, kept per label and entry, shards", commands.InspectOptions,

@@ -32,6 +32,9 @@ class FilterOptions(_Options):
     input: str = Field(description="folder of images (recursive) or a generation run (folder or s3://)")
     output: str = Field(description="Parquet file to write")
     reference: str | None = Field(None, description="folder of fine-tuning images (memorisation check)")
+    filter: str = Field(
+        "default", description="thresholds: default, or a profile YAML from `dermgen filter calibrate`"
+    )
     filter_override: list[tuple[str, float | None]] = Field(
         default_factory=list,
         description="override a filter threshold, e.g. ink=0.1 or ruler=none (repeatable)",
@@ -185,6 +188,7 @@ def cmd_filter(args: argparse.Namespace) -> int:
         reference_dir=args.reference,
         overrides=dict(args.filter_override),
         workers=args.workers,
+        preset=args.filter,
     )
     print(json.dumps(summary, sort_keys=True))
     return 0

@@ -1,5 +1,11 @@
-"""What `dermgen report` reads from a run: every row (one pass over the shards) and a bounded,
-deterministic sample of thumbnails for the contact sheets."""
+"""What `dermgen report` reads from a run: every row (one pass over the shards), a bounded,
+deterministic sample of thumbnails for the contact sheets, and the images of the review section.
+
+The review section shows every rendered image of a run with at most ``REVIEW_MAX`` of them, and a fixed
+sample of ``REVIEW_MAX`` otherwise (half kept, half dropped, the rest from the other side when one side
+has fewer; same run, same sample), so that a person can label them and calibrate the filter.
+The candidates are kept in rank order and truncated after each shard, so memory stays bounded.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ log = logging.getLogger("dermgen.report")
 
 THUMBS_PER_SHEET = 48  # images per contact sheet (kept, dropped), spread evenly over labels
 THUMB_SIDE = 128
+REVIEW_MAX = 240  # images in the review section: all of a run with at most this many, else a sample
 
 _ROW_COLUMNS = (
     "sample_id",
@@ -70,6 +77,8 @@ class RunData:
     dropped_unsaved: int = 0
     unreadable: dict[str, int] = field(default_factory=dict)  # "kept"/"dropped" -> sampled images unread
     skin_tone_html: str = ""  # the skin-tone section (dermgen.skintone_report)
+    review: list[Thumb] = field(default_factory=list)  # images a person can flip keep/drop on
+    reviewable: int = 0  # rendered images with a readable PNG (the review shows all or a sample)
 
 
 def _rank(sample_id: str) -> str:
@@ -84,13 +93,15 @@ def _planned_shards(info: RunInfo) -> int | None:
         return None
 
 
-def load_run(store: Store, per_sheet: int = THUMBS_PER_SHEET) -> RunData:
-    """Read run.json, summary.json and every committed row; sample `per_sheet` kept and dropped images."""
+def load_run(store: Store, per_sheet: int = THUMBS_PER_SHEET, review: int = REVIEW_MAX) -> RunData:
+    """Read run.json, summary.json and every committed row; sample `per_sheet` kept and dropped images
+    for the contact sheets and up to `review` images for the review section (module doc)."""
     rd = RunDir(store)
     info = rd.info()
     run = info.model_dump(mode="json")
     data = RunData(store.uri, run, rd.summary(), shards_planned=_planned_shards(info))
     pools: dict[tuple[bool, str], list[Thumb]] = defaultdict(list)
+    review_pools: dict[bool, list[Thumb]] = {True: [], False: []}
     for _, table in rd.iter_tables():
         data.shards += 1
         cols = [c for c in _ROW_COLUMNS if c in table.column_names]
@@ -103,27 +114,50 @@ def load_run(store: Store, per_sheet: int = THUMBS_PER_SHEET) -> RunData:
             if not img or not (img.get("bytes") or img.get("path")):
                 data.dropped_unsaved += not row["kept"]
                 continue
-            pools[(bool(row["kept"]), row["label"])].append(
-                Thumb(_rank(row["sample_id"]), row, img.get("bytes"), img.get("path"))
-            )
+            data.reviewable += 1
+            thumb = Thumb(_rank(row["sample_id"]), row, img.get("bytes"), img.get("path"))
+            pools[(bool(row["kept"]), row["label"])].append(thumb)
+            review_pools[bool(row["kept"])].append(thumb)
         for pool in pools.values():  # keep memory bounded: only the best-ranked candidates survive
             pool.sort(key=lambda t: t.rank)
             del pool[per_sheet:]
+        for pool in review_pools.values():
+            pool.sort(key=lambda t: t.rank)
+            del pool[review:]
+    made: dict[str, Thumb] = {}  # sample_id -> thumbnail already made (sheets and review share them)
     for kept in (True, False):
         by_label = {label: pool for (k, label), pool in sorted(pools.items()) if k == kept}
         sheet = _balanced(by_label, per_sheet)
         for t in sheet:
             _make_thumb(store, t)
+            made[t.row["sample_id"]] = t
         data.unreadable["kept" if kept else "dropped"] = sum(t.uri is None for t in sheet)
         sheet = [t for t in sheet if t.uri is not None]
         if kept:
             data.kept_sheet = sheet
         else:
             data.dropped_sheet = sheet
+    data.review = _review_sample(review_pools, review)
+    for t in data.review:
+        if t.row["sample_id"] in made:
+            t.uri = made[t.row["sample_id"]].uri
+        else:
+            _make_thumb(store, t)
+    data.review = [t for t in data.review if t.uri is not None]
     from dermgen.skintone_report import skin_tone_html
 
     data.skin_tone_html = skin_tone_html(store, data.rows, run.get("manifest") or {})
     return data
+
+
+def _review_sample(pools: dict[bool, list[Thumb]], n: int) -> list[Thumb]:
+    """All candidates when they fit in `n`; else half kept, half dropped (best rank), topped up from the
+    side with more. Ordered by sample id."""
+    kept, dropped = pools[True], pools[False]
+    if len(kept) + len(dropped) > n:
+        take_dropped = max(n - len(kept), min(len(dropped), n // 2))
+        kept, dropped = kept[: n - take_dropped], dropped[:take_dropped]
+    return sorted(kept + dropped, key=lambda t: t.row["sample_id"])
 
 
 def _balanced(by_label: dict[str, list[Thumb]], n: int) -> list[Thumb]:

@@ -19,6 +19,7 @@ from dermgen.report_plots import (
     plot_score,
     plot_throughput,
 )
+from dermgen.report_review import REVIEW_CSS, review_attrs, review_html
 
 log = logging.getLogger("dermgen.report")
 
@@ -337,6 +338,7 @@ def render_html(data: RunData) -> str:
     if data.unreadable.get("dropped"):
         dropped_html += unread.format(data.unreadable["dropped"])
 
+    review_content, review_script = review_html(data)
     sections = [
         ("overview", "Overview", f'<div class="cards">{cards_html}</div>'),
         ("counts", "Counts", counts_html),
@@ -345,19 +347,25 @@ def render_html(data: RunData) -> str:
         ("throughput", "Throughput", tp_html),
         ("kept-images", "Kept images", kept_html),
         ("dropped-images", "Dropped images", dropped_html),
+        ("review", "Review", review_content),
         ("skin-tone", "Skin tone", data.skin_tone_html or '<p class="note">Skin tone not measured.</p>'),
         ("provenance", "Provenance", _provenance(data)),
     ]
     nav = "".join(f'<a href="#{sid}">{_e(title)}</a>' for sid, title, _ in sections)
-    body = "".join(f'<section id="{sid}"><h2>{_e(t)}</h2>{content}</section>' for sid, t, content in sections)
+    body = "".join(
+        f'<section id="{sid}"{review_attrs(data) if sid == "review" else ""}><h2>{_e(t)}</h2>{content}</section>'
+        for sid, t, content in sections
+    )
     title = f"dermgen run {run.get('run_id', '?')}"
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<link rel="icon" href="data:,"><title>{_e(title)}</title><style>{CSS}</style></head><body>'
+        f'<link rel="icon" href="data:,"><title>{_e(title)}</title><style>{CSS}{REVIEW_CSS}</style></head><body>'
         f"<header><h1>{_e(title)}</h1><div class='sub'>{_e(data.uri)} · manifest "
         f"{_e(run.get('manifest', {}).get('name', '?'))} · {_e(status)}</div></header>"
         f"<nav>{nav}</nav><main>{body}</main>"
-        f"<footer>made by dermgen {_e(__version__)} on {now}</footer></body></html>"
+        f"<footer>made by dermgen {_e(__version__)} on {now}</footer>"
+        + (f"<script>{review_script}</script>" if review_script else "")
+        + "</body></html>"
     )

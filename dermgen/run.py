@@ -176,6 +176,13 @@ def resume_plan_settings(config: GenerateConfig, store: Store) -> GenerateConfig
     return config.model_copy(update=update) if update else config
 
 
+def effective_filter_of(config: GenerateConfig) -> dict[str, Any]:
+    """The run's effective filter (dermgen.filters.identity), recorded in run.json and checked on resume."""
+    from dermgen.filters.identity import effective_filter
+
+    return effective_filter(config.filter, config.filter_overrides, config.reference_dir, config.clip_model)
+
+
 def run_id_for(binding: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(binding, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -221,6 +228,16 @@ def check_output(rd: RunDir, force_new_run: bool) -> None:
         )
 
 
+def _filter_change(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """The filter changes between two run.json (profile content, thresholds, scorers, references, CLIP);
+    "" when the same or when the old run predates the record."""
+    if "filter" not in old or "filter" not in new:
+        return ""
+    from dermgen.filters.identity import filter_changes
+
+    return "; ".join(f"filter {c}" for c in filter_changes(old["filter"], new["filter"]))
+
+
 def bind_run(store: Store, run_json: dict[str, Any], force_new_run: bool) -> str:
     """Create run.json, or check that the existing one was made from the same plan. Returns the bound
     run_id (an existing run keeps its own, even if written by a version that hashed fewer fields)."""
@@ -230,13 +247,17 @@ def bind_run(store: Store, run_json: dict[str, Any], force_new_run: bool) -> str
         return info.run_id
     existing = rd.info()
     if existing.binding is not None and existing.binding.model_dump() == info.binding.model_dump():
-        return existing.run_id
-    if not force_new_run:
+        # the filter decides which images are kept: a resume must use the same one (absent in older runs)
+        changed = _filter_change(existing.model_dump(mode="json"), run_json)
+        if not changed:
+            return existing.run_id
+    else:
         old = existing.binding.model_dump(mode="json") if existing.binding else {}
+        changed = _describe_change(old, info.binding.model_dump(mode="json"))
+    if not force_new_run:
         raise PlanMismatchError(
             f"{store.uri} already holds run {existing.run_id} made from a different plan "
-            f"({_describe_change(old, info.binding.model_dump(mode='json'))}); use another --output, "
-            "or --force-new-run to delete it and start over"
+            f"({changed}); use another --output, or --force-new-run to delete it and start over"
         )
     log.warning("--force-new-run: deleting the existing run at %s", store.uri)
     rd.delete_run({existing.run_id})
@@ -299,6 +320,7 @@ def prepare_run(config: GenerateConfig) -> PreparedRun:
         "targets": plan.targets,
         "targets_by_label": plan.targets_by_label(),
         "environment": environment(),
+        "filter": effective_filter_of(config),
     }
     run_id = bind_run(store, run_json, config.force_new_run)
     committed = committed_summaries(store, run_id)

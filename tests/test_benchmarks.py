@@ -18,6 +18,7 @@ CASES = {
     "filter_throughput.py": set(),
     "filter_calibration.py": set(),
     "filter_resolution.py": {"sizes", "splits"},
+    "filter_memory.py": {"results", "peak_rss_mib_max", "sizes"},
     "gpu_throughput.py": {
         "plain_diffusers_fp16_batch1",
         "plain_diffusers_fp16_batched",

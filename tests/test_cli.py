@@ -346,8 +346,9 @@ def test_filter_and_preprocess_are_wired_to_their_functions(monkeypatch, capsys,
     """The CLI passes its arguments through unchanged (runs even before those modules exist)."""
     calls = {}
 
-    def fake_filter_source(input, output, reference_dir=None, overrides=None, workers=None):
+    def fake_filter_source(input, output, reference_dir=None, overrides=None, workers=None, preset="?"):
         calls["filter"] = (input, output, reference_dir, overrides, workers)
+        calls["preset"] = preset
         return {"images": 0, "kept": 0}
 
     def fake_preprocess_source(input, output, resolution, remove_hair, workers):
@@ -370,6 +371,7 @@ def test_filter_and_preprocess_are_wired_to_their_functions(monkeypatch, capsys,
     )  # fmt: skip
     assert code == 0 and json.loads(out) == {"images": 0, "kept": 0}
     assert calls["filter"] == ("in/", "s.parquet", "ref/", {"ink": 0.2, "ruler": None}, 3)
+    assert calls["preset"] == "default"  # `--filter` left out: the default thresholds
     code, out, _ = run_cli(capsys, "preprocess", "in/", "out/", "--resolution", "256", "--keep-hair")
     assert code == 0
     assert calls["preprocess"] == ("in/", "out/", 256, False, None)

@@ -234,7 +234,9 @@ def test_scored_run_report_content(scored_run, tmp_path):
     srcs = _img_srcs(page)
     assert srcs and all(s.startswith("data:image/") for s in srcs)
     assert not re.search(r'(src|href)="(https?:|//|file:)', page)
-    assert "<script" not in page
+    # the only script is the review section's, inline (no src), and it loads nothing
+    assert page.count("<script") == 1 and "<script>" in page and "<script src" not in page
+    assert not re.search(r"fetch\(|XMLHttpRequest|import\(", page)
     # sections
     for sid in (
         "overview",
@@ -383,7 +385,8 @@ def test_report_renders_in_chromium(browser, scored_run, tmp_path):
     assert result["cards"]["card-generated"] == f"{exp['rows']:,d}"
     assert result["cards"]["card-shards-committed"] == f"{exp['shards']} / {exp['shards']} planned"
     thumbs = [i for i in result["images"] if i[0].startswith(("benign", "malignant", "small_"))]
-    assert len(thumbs) == min(THUMBS_PER_SHEET, c["kept"]) + min(THUMBS_PER_SHEET, c["dropped"])
+    sheets = min(THUMBS_PER_SHEET, c["kept"]) + min(THUMBS_PER_SHEET, c["dropped"])
+    assert len(thumbs) == sheets + c["kept"] + c["dropped"]  # + the review section: every rendered image
     plots = {i[0] for i in result["images"]} - {i[0] for i in thumbs}
     assert {"kept vs dropped per entry", "drop reasons", "throughput", "score ink"} <= plots
     assert "benign" in result["sections"]["counts"] and "malignant" in result["sections"]["counts"]

@@ -3,11 +3,14 @@
 A labels file is JSON: either a list of ``{"path": ..., "kept": true|false}`` objects (``"image"`` is
 accepted for ``"path"``, ``"label": "keep"|"drop"`` for ``"kept"``; an optional ``"scores"`` mapping
 skips re-scoring), an object ``{"labels": [...]}`` holding such a list, or a mapping path -> keep/drop.
-Relative paths are resolved against the labels file's folder.
+Relative paths are resolved against the labels file's folder, or against the run when the object names
+one (``"run"``: the labels that ``dermgen report`` downloads, whose paths are image keys in the run and
+whose rows carry the run's scores, so no image is read). A label without a path needs its scores.
 
 :func:`fit_thresholds` starts from a config (the defaults) and moves one bound at a time to the value
-that agrees best with the labels (coordinate ascent over the midpoints between observed scores, a few
-passes), keeping a bound where it is when no move helps. The duplicate, memorisation and CLIP bounds
+that agrees best with the labels (best-improvement ascent over the midpoints between observed scores),
+keeping a bound where it is when no move helps; it climbs from the start config and from all fitted
+bounds off, and keeps the better. The duplicate, memorisation and CLIP bounds
 are left alone (they depend on a run or a model, not on one image's pixels).
 
 A profile is YAML: ``{"dermgen_filter_profile": 1, "thresholds": {field: value|null}, ...}``; the
@@ -82,7 +85,13 @@ def load_labels(path: str | os.PathLike[str]) -> list[Label]:
         data = json.loads(p.read_text())
     except (OSError, ValueError) as exc:
         raise CalibrationError(f"cannot read labels file {p}: {exc}") from None
+    base: str | Path = p.parent
     if isinstance(data, dict) and "labels" in data:
+        run = data.get("run")
+        if isinstance(run, str) and run.startswith("s3://"):
+            base = run.rstrip("/") + "/"
+        elif isinstance(run, str) and Path(run).is_dir():
+            base = Path(run)
         data = data["labels"]
     items: list[tuple[Any, Any, Any]] = []
     if isinstance(data, dict):
@@ -91,8 +100,10 @@ def load_labels(path: str | os.PathLike[str]) -> list[Label]:
         for i, row in enumerate(data):
             if not isinstance(row, dict):
                 raise CalibrationError(f"{p}: label {i} must be an object with path and kept, got {row!r}")
-            where = row.get("path", row.get("image"))
+            where = row.get("path") or row.get("image")
             kept = row.get("kept", row.get("label"))
+            if where is None and row.get("scores") and row.get("sample_id"):
+                where = row["sample_id"]  # an image with no file, labelled with its scores
             if where is None or kept is None:
                 raise CalibrationError(f"{p}: label {i} needs 'path' (or 'image') and 'kept' (or 'label')")
             items.append((where, kept, row.get("scores")))
@@ -100,10 +111,15 @@ def load_labels(path: str | os.PathLike[str]) -> list[Label]:
         raise CalibrationError(f"{p}: expected a list of labels or a mapping path -> keep/drop")
     out = []
     for where, kept, scores in items:
-        full = Path(str(where))
-        if not full.is_absolute():
-            full = p.parent / full
-        out.append(Label(str(full), _as_kept(kept, f"{p}: {where}"), dict(scores) if scores else None))
+        full: str | Path = Path(str(where))
+        if str(where).startswith("s3://"):
+            full = str(where)
+        elif not Path(str(where)).is_absolute():
+            full = f"{base}{where}" if isinstance(base, str) else base / str(where)
+        if scores is not None and not isinstance(scores, Mapping):
+            raise CalibrationError(f"{p}: {where}: scores must be a mapping name -> number")
+        scores = {k: v for k, v in (scores or {}).items() if v is not None} or None  # all null: re-score
+        out.append(Label(str(full), _as_kept(kept, f"{p}: {where}"), scores))
     return out
 
 
@@ -121,18 +137,32 @@ def check_enough(labels: Sequence[Label]) -> None:
 
 def score_labels(labels: Sequence[Label]) -> None:
     """Fill in the scores of labels that have none (default scorers, each image on its own)."""
-    from dermgen.filters.dedup import read_rgb
     from dermgen.filters.pipeline import build_filter
 
     flt = build_filter("default")
     for lb in labels:
         if lb.scores is not None:
             continue
-        image = read_rgb(lb.path)
+        try:
+            image = _read_label_image(lb.path)
+        except (OSError, KeyError):
+            image = None
         if image is None:
             raise CalibrationError(f"labelled image {lb.path} is missing or cannot be decoded")
         flt.reset()
         lb.scores = flt.score(image).scores
+
+
+def _read_label_image(path: str):
+    """A labelled image from a local path or an s3:// URL, as RGB (None when it cannot be decoded)."""
+    from dermgen.filters.dedup import decode_rgb, read_rgb
+
+    if not path.startswith("s3://"):
+        return read_rgb(path)
+    from dermgen.store import open_store
+
+    folder, _, key = path.rpartition("/")
+    return decode_rgb(open_store(folder).get(key))
 
 
 def _decisions(config: FilterConfig, labels: Sequence[Label]) -> list[bool]:
@@ -175,28 +205,52 @@ def fit_thresholds(labels: Sequence[Label], start: FilterConfig | None = None) -
     check_enough(labels)
     score_labels(labels)
     start = start or FilterConfig()
-    config = start
+    # one bound at a time can get stuck where two bounds drop the same images (neither move alone
+    # helps): climb from the start and from every fitted bound off, and keep the better (ties: start)
+    released = start.model_copy(update={b.field: None for b in BOUNDS if b.score not in FIT_SKIP})
+    best_fit = None
+    for origin in (start, released):
+        config, agreement = _ascend(origin, labels)
+        if best_fit is None or agreement > best_fit[1] + 1e-12:
+            best_fit = (config, agreement)
+    config, best = best_fit
+    for bound in BOUNDS:  # a bound the labels say nothing about keeps its start value
+        if bound.score in FIT_SKIP or getattr(config, bound.field) == getattr(start, bound.field):
+            continue
+        trial = config.model_copy(update={bound.field: getattr(start, bound.field)})
+        if _agreement(trial, labels) >= best - 1e-12:
+            config = trial
+    return Fit(start, config, _agreement(start, labels), best, len(labels))
+
+
+def _ascend(config: FilterConfig, labels: Sequence[Label]) -> tuple[FilterConfig, float]:
+    """Best-improvement ascent from ``config``: each step makes the one bound move (of all bounds) that
+    raises agreement most; ties go to the move that drops fewer images the person kept, then to the
+    value closest to the current one. Stops when no move raises agreement."""
     best = _agreement(config, labels)
-    for _ in range(PASSES):
-        moved = False
+    for _ in range(PASSES * len(BOUNDS)):
+        move: tuple[float, int, float, str, float | None] | None = None
         for bound in BOUNDS:
             if bound.score in FIT_SKIP:
                 continue
             current = getattr(config, bound.field)
-            choice, choice_agree = current, best
             for value in _candidates(bound, labels):
+                if value == current:
+                    continue
                 trial = config.model_copy(update={bound.field: value})
-                agree = _agreement(trial, labels)
-                closer = _distance(value, current) < _distance(choice, current)
-                if agree > choice_agree + 1e-12 or (abs(agree - choice_agree) < 1e-12 and closer):
-                    choice, choice_agree = value, agree
-            if choice != current and choice_agree >= best:
-                config = config.model_copy(update={bound.field: choice})
-                moved = moved or choice_agree > best
-                best = choice_agree
-        if not moved:
+                decisions = _decisions(trial, labels)
+                agree = sum(d == lb.kept for d, lb in zip(decisions, labels, strict=True)) / len(labels)
+                if agree <= best + 1e-12:
+                    continue
+                false_drops = sum(lb.kept and not d for d, lb in zip(decisions, labels, strict=True))
+                key = (agree, -false_drops, -_distance(value, current), bound.field, value)
+                if move is None or key[:3] > move[:3]:
+                    move = key
+        if move is None:
             break
-    return Fit(start, config, _agreement(start, labels), best, len(labels))
+        best = move[0]
+        config = config.model_copy(update={move[3]: move[4]})
+    return config, best
 
 
 def _distance(value: float | None, current: float | None) -> float:

@@ -494,7 +494,12 @@ def iter_image_files(
 
 def read_rgb(path: str | os.PathLike[str]) -> np.ndarray | None:
     """Decode an image file to HxWx3 uint8 RGB with OpenCV; None when it cannot be decoded."""
-    data = np.fromfile(str(path), dtype=np.uint8)
+    return decode_rgb(np.fromfile(str(path), dtype=np.uint8))
+
+
+def decode_rgb(data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray | None:
+    """Decode encoded image bytes (PNG, JPEG, WebP) to HxWx3 uint8 RGB; None when they cannot be decoded."""
+    data = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
     if data.size == 0:
         return None
     img = cv2.imdecode(data, cv2.IMREAD_COLOR)

@@ -7,6 +7,11 @@ Images that cannot be decoded get a row with ``kept`` False and the drop reason 
 Scoring runs in a process pool; the keep/drop decision (which needs the duplicate index) runs in the
 calling process in input order (sorted relative paths for folders), so results do not depend on the
 number of workers.
+
+Memory is bounded: images are decoded one at a time (in the worker that scores them), at most
+``PREFETCH`` items per worker are in flight, and rows go to the Parquet file in batches of
+``BATCH_ROWS``. What grows with the number of images is the duplicate index (about 20 KB per kept
+image, see :mod:`dermgen.filters.dedup`) and, for runs, the sample id -> entry map.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -25,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dermgen.filters.dedup import MemorisationScorer, iter_image_files, read_rgb
+from dermgen.filters.dedup import MemorisationScorer, decode_rgb, iter_image_files, read_rgb
 from dermgen.filters.names import SCORE_NAMES
 from dermgen.filters.pipeline import FilterResult, ImageFilter, ScoredImage, build_filter
 from dermgen.filters.rule import FilterConfig
@@ -36,6 +41,8 @@ __all__ = ["OUTPUT_SCHEMA", "UNREADABLE", "filter_folder", "filter_images"]
 log = logging.getLogger(__name__)
 
 UNREADABLE = "unreadable"
+PREFETCH = 8  # items in flight per worker process
+BATCH_ROWS = 1024  # rows per Parquet write
 
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -65,7 +72,12 @@ def _score_item(item: tuple[str, Any]) -> tuple[str, ScoredImage | None, str | N
     key, source = item
     assert _WORKER_FILTER is not None
     try:
-        image = read_rgb(source) if isinstance(source, (str, os.PathLike)) else source
+        if isinstance(source, (str, os.PathLike)):
+            image = read_rgb(source)
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            image = decode_rgb(source)
+        else:
+            image = source
         if image is None:
             return key, None, "cannot decode image"
         return key, _WORKER_FILTER.score(image), None
@@ -106,9 +118,16 @@ def _scored_stream(
         return
     # the workers only score (stateless); the duplicate index stays in this process. "spawn", not
     # "fork": forking after OpenCV/BLAS thread pools have started can deadlock the children.
+    # Executor.map would submit (and so hold) every item at once: keep a bounded window instead.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(flt,)) as pool:
-        yield from pool.map(_score_item, items, chunksize=4)
+        window: deque = deque()
+        for item in items:
+            window.append(pool.submit(_score_item, item))
+            if len(window) >= workers * PREFETCH:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
 
 
 def _row(key: str, result: FilterResult | None) -> dict[str, Any]:
@@ -126,7 +145,7 @@ def _row(key: str, result: FilterResult | None) -> dict[str, Any]:
 
 
 def filter_images(
-    items: Iterable[tuple[str, np.ndarray | str | os.PathLike[str] | None]],
+    items: Iterable[tuple[str, np.ndarray | bytes | str | os.PathLike[str] | None]],
     output_parquet: str | os.PathLike[str] | None = None,
     *,
     flt: ImageFilter | None = None,
@@ -137,13 +156,16 @@ def filter_images(
     config: FilterConfig | Mapping[str, Any] | None = None,
     entry_overrides: Mapping[str, Mapping[str, Any]] | None = None,
     workers: int = 1,
+    keep_rows: bool = True,
 ) -> dict[str, Any]:
     """Filter ``(key, image)`` pairs in the given order and optionally write the Parquet table.
 
-    ``image`` is an HxWx3 uint8 RGB array, a path to decode, or None (unreadable). ``flt`` reuses an
-    existing filter (its duplicate index carries on); otherwise one is built from ``preset``,
-    ``overrides``, ``reference_dir``, ``clip_model``, ``config``. ``entry_overrides`` maps a key to
-    per-image overrides. Returns a summary dict with ``rows`` (the table as a list of dicts).
+    ``image`` is an HxWx3 uint8 RGB array, encoded image bytes, a path to decode, or None (unreadable).
+    ``items`` is consumed lazily (a generator keeps memory bounded). ``flt`` reuses an existing filter
+    (its duplicate index carries on); otherwise one is built from ``preset``, ``overrides``,
+    ``reference_dir``, ``clip_model``, ``config``. ``entry_overrides`` maps a key to per-image overrides
+    (looked up with ``.get`` when the image is decided). Returns a summary dict, with ``rows`` (the
+    table as a list of dicts) when ``keep_rows``; rows are written to the Parquet file in batches.
     """
     start = time.perf_counter()
     flt = _make_filter(flt, preset, overrides, reference_dir, clip_model, config)
@@ -152,37 +174,57 @@ def filter_images(
     for ov in entry_overrides.values():
         flt.config_for(ov)  # reject bad keys before any work
     rows: list[dict[str, Any]] = []
+    batch: list[dict[str, Any]] = []
     reasons: Counter[str] = Counter()
-    unreadable = 0
-    for key, scored, error in _scored_stream(flt, ((str(k), v) for k, v in items), workers):
-        if scored is None:
-            unreadable += 1
-            log.warning("filter: %s is unreadable (%s)", key, error)
-            rows.append(_row(key, None))
-            reasons[UNREADABLE] += 1
-            continue
-        result = flt.decide(scored, entry_overrides.get(key))
-        rows.append(_row(key, result))
-        for r in result.reasons:
-            reasons[r] += 1
-    if output_parquet is not None:
-        table = pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA)
-        out = Path(output_parquet)
+    unreadable = images = kept = 0
+    writer: pq.ParquetWriter | None = None
+    out = None if output_parquet is None else Path(output_parquet)
+    if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, out)
-        log.info("filter: wrote %d rows to %s", len(rows), out)
-    kept = sum(1 for r in rows if r["kept"])
-    return {
-        "images": len(rows),
+        writer = pq.ParquetWriter(out, OUTPUT_SCHEMA)
+
+    def flush() -> None:
+        if writer is not None and batch:
+            writer.write_table(pa.Table.from_pylist(batch, schema=OUTPUT_SCHEMA))
+        batch.clear()
+
+    try:
+        for key, scored, error in _scored_stream(flt, ((str(k), v) for k, v in items), workers):
+            if scored is None:
+                unreadable += 1
+                log.warning("filter: %s is unreadable (%s)", key, error)
+                row = _row(key, None)
+                reasons[UNREADABLE] += 1
+            else:
+                result = flt.decide(scored, entry_overrides.get(key))
+                row = _row(key, result)
+                reasons.update(result.reasons)
+            images += 1
+            kept += bool(row["kept"])
+            if keep_rows:
+                rows.append(row)
+            batch.append(row)
+            if len(batch) >= BATCH_ROWS:
+                flush()
+        flush()
+    finally:
+        if writer is not None:
+            writer.close()
+    if out is not None:
+        log.info("filter: wrote %d rows to %s", images, out)
+    summary: dict[str, Any] = {
+        "images": images,
         "kept": kept,
-        "dropped": len(rows) - kept,
+        "dropped": images - kept,
         "unreadable": unreadable,
-        "keep_rate": (kept / len(rows)) if rows else None,
+        "keep_rate": (kept / images) if images else None,
         "reasons": dict(sorted(reasons.items())),
         "output": None if output_parquet is None else str(output_parquet),
         "seconds": round(time.perf_counter() - start, 3),
-        "rows": rows,
     }
+    if keep_rows:
+        summary["rows"] = rows
+    return summary
 
 
 def filter_folder(
@@ -199,9 +241,12 @@ def filter_folder(
     """Filter every png/jpg/jpeg/webp under ``input_dir`` (recursive) into ``output_parquet``.
 
     Paths are processed in sorted order of their relative path, so the duplicate decisions are
-    deterministic; ``workers`` processes score in parallel (default ``os.cpu_count()``). Returns the
-    summary of :func:`filter_images` without the rows.
+    deterministic; ``workers`` processes score in parallel (default ``os.cpu_count()``), each decoding
+    the files it scores. Returns the summary of :func:`filter_images` (without rows) and ``filter``,
+    the effective filter (:func:`dermgen.filters.identity.effective_filter`).
     """
+    from dermgen.filters.identity import effective_filter
+
     base = Path(input_dir)
     files = iter_image_files(base)
     flt = build_filter(preset, overrides=overrides, clip_model=clip_model, config=config)
@@ -211,9 +256,9 @@ def filter_folder(
     n_workers = max(1, min(n_workers, len(files)))
     log.info("filter: %d images under %s, %d workers", len(files), base, n_workers)
     items = ((p.relative_to(base).as_posix(), p) for p in files)
-    summary = filter_images(items, output_parquet, flt=flt, workers=n_workers)
-    summary.pop("rows")
+    summary = filter_images(items, output_parquet, flt=flt, workers=n_workers, keep_rows=False)
     summary["input"] = str(base)
+    summary["filter"] = effective_filter(preset, overrides, reference_dir, clip_model, config=flt.config)
     return summary
 
 
@@ -223,50 +268,76 @@ def _is_run(source: str) -> bool:
     return RunDir.looks_like_run(source)
 
 
+class _ByEntry(Mapping):
+    """key -> the overrides of the entry that key's row belongs to (filled while the rows stream by)."""
+
+    def __init__(self, per_entry: Mapping[str, Mapping[str, Any]]):
+        self.per_entry = per_entry
+        self.entry_of: dict[str, str] = {}
+
+    def __getitem__(self, key: str) -> Mapping[str, Any]:
+        return self.per_entry.get(self.entry_of.pop(key), {})
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())  # nothing to validate here: filter_run checks the entries' overrides
+
+    def __len__(self) -> int:
+        return 0
+
+
 def filter_run(
     uri: str,
     output_parquet: str | os.PathLike[str],
     reference_dir: str | os.PathLike[str] | None = None,
     *,
+    preset: str = "default",
     overrides: Mapping[str, Any] | None = None,
+    clip_model: str | os.PathLike[str] | None = None,
     workers: int | None = None,
 ) -> dict[str, Any]:
-    """Re-score every rendered image of a generation run (local or s3://), with each entry's overrides.
+    """Re-decide every rendered image of a generation run (local or s3://) with a filter (``preset``:
+    default or a profile YAML) and each entry's overrides; nothing is rendered.
 
-    Rows are processed in sample order, so duplicate decisions are deterministic; `path` is the image's
-    key in the run.
+    Shards are read one at a time and each image's PNG bytes are decoded by the worker that scores it,
+    so memory does not hold the run's images. Rows are processed in sample order, so duplicate
+    decisions are deterministic; ``path`` is the image's key in the run.
     """
-    import io
-
-    from PIL import Image
-
+    from dermgen.filters.identity import effective_filter
     from dermgen.rundir import RunDir
 
     rd = RunDir.open(uri, "filter")
     store = rd.store
     info = rd.info()
     per_entry = {e["id"]: e.get("filter") or {} for e in (info.manifest or {}).get("entries", [])}
-    entry_of: dict[str, str] = {}
+    flt = build_filter(preset, overrides=overrides, reference_dir=reference_dir, clip_model=clip_model)
+    for ov in per_entry.values():
+        flt.config_for(ov)  # reject bad keys before any work
+    by_entry = _ByEntry(per_entry)
 
-    def items():
+    def items() -> Iterator[tuple[str, bytes]]:
         for _, table in rd.iter_tables(["sample_id", "entry_id", "status", "image"]):
             for row in table.to_pylist():
                 img = row["image"]
-                if row["status"] != "ok" or not img or img.get("bytes") is None:
+                if row["status"] != "ok" or not img:
+                    continue
+                data = img.get("bytes")
+                if data is None and img.get("path"):
+                    try:
+                        data = store.get(img["path"])
+                    except KeyError:
+                        data = None
+                if data is None:
                     continue
                 key = img.get("path") or row["sample_id"]
-                entry_of[key] = row["entry_id"]
-                yield key, np.asarray(Image.open(io.BytesIO(img["bytes"])).convert("RGB"))
+                by_entry.entry_of[key] = row["entry_id"]
+                yield key, data
 
-    flt = build_filter("default", overrides=overrides, reference_dir=reference_dir)
-    keyed = list(items())
-    entry_overrides = {k: per_entry.get(entry_of[k], {}) for k, _ in keyed}
-    n_workers = max(1, min((os.cpu_count() or 1) if workers is None else workers, len(keyed) or 1))
+    n_workers = max(1, (os.cpu_count() or 1) if workers is None else workers)
     summary = filter_images(
-        keyed, output_parquet, flt=flt, entry_overrides=entry_overrides, workers=n_workers
+        items(), output_parquet, flt=flt, entry_overrides=by_entry, workers=n_workers, keep_rows=False
     )
-    summary.pop("rows")
     summary["input"] = store.uri
+    summary["filter"] = effective_filter(preset, overrides, reference_dir, clip_model, config=flt.config)
     return summary
 
 
@@ -276,12 +347,20 @@ def filter_source(
     reference_dir: str | os.PathLike[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     workers: int | None = None,
+    preset: str = "default",
 ) -> dict[str, Any]:
-    """`dermgen filter`: a generation run (folder with run.json, or s3://) or any folder of images."""
+    """`dermgen filter`: a generation run (folder with run.json, or s3://) or any folder of images.
+
+    ``preset``: default or a profile YAML (``dermgen filter calibrate``); a run is re-decided from its
+    stored images, nothing is rendered."""
     if _is_run(str(source)):
-        return filter_run(str(source), output_parquet, reference_dir, overrides=overrides, workers=workers)
+        return filter_run(
+            str(source), output_parquet, reference_dir, preset=preset, overrides=overrides, workers=workers
+        )
     if not Path(source).is_dir():
         from dermgen.errors import ConfigError
 
         raise ConfigError(f"filter: input {str(source)!r} is not a folder of images or a dermgen run")
-    return filter_folder(source, output_parquet, reference_dir, overrides=overrides, workers=workers)
+    return filter_folder(
+        source, output_parquet, reference_dir, preset=preset, overrides=overrides, workers=workers
+    )

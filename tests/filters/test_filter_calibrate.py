@@ -123,3 +123,25 @@ def test_generate_config_accepts_a_profile_and_rejects_a_bad_one(tmp_path):
         make_config(filter=str(bad))
     with pytest.raises(ConfigError, match="profile"):
         make_config(filter="strict")
+
+
+def test_report_labels_resolve_paths_against_the_run_and_keep_their_scores(tmp_path):
+    """The report's download: paths are keys in the run (read only when a label has no scores)."""
+    run = tmp_path / "run"
+    (run / "images").mkdir(parents=True)
+    rows = [{"sample_id": "s0", "path": "images/a.png", "kept": True, "scores": {"ink": 0.01, "blur": None}}]
+    rows.append({"sample_id": "s1", "path": "images/b.png", "kept": False, "scores": {"ink": None}})
+    rows.append({"sample_id": "s2", "path": None, "kept": False, "scores": {"ink": 0.4}})
+    labels_file = tmp_path / "downloads" / "labels-x.json"
+    labels_file.parent.mkdir()
+    labels_file.write_text(json.dumps({"dermgen_labels": 1, "run": str(run), "labels": rows}))
+    labels = load_labels(labels_file)
+    assert [lb.path for lb in labels] == [
+        str(run / "images/a.png"),
+        str(run / "images/b.png"),
+        str(run / "s2"),
+    ]
+    assert labels[0].scores == {"ink": 0.01} and labels[1].scores is None and labels[2].scores == {"ink": 0.4}
+    elsewhere = tmp_path / "l2.json"
+    elsewhere.write_text(json.dumps({"run": str(tmp_path / "gone"), "labels": rows[:1]}))
+    assert load_labels(elsewhere)[0].path == str(tmp_path / "images/a.png")  # no such run: the file's folder

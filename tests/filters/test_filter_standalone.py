@@ -78,3 +78,32 @@ def test_filter_images_from_arrays_with_entry_overrides(small_image):
 def test_missing_folder_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         filter_folder(tmp_path / "nope", tmp_path / "o.parquet")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_filter_images_streams_its_input(small_image, tmp_path, workers):
+    """Items are pulled lazily: never more than the prefetch window ahead of the decisions, and rows go
+    to the Parquet file in batches (keep_rows=False keeps none in memory)."""
+    from dermgen.filters import standalone
+
+    pulled = []
+    n = 3 * workers * standalone.PREFETCH + 5
+
+    def items():
+        for i in range(n):
+            pulled.append(i)
+            yield f"img{i:03d}", small_image
+
+    window = workers * standalone.PREFETCH if workers > 1 else 1
+    seen = []
+
+    class Spy(dict):  # entry_overrides is looked up once per image, when it is decided
+        def get(self, key, default=None):
+            seen.append(len(pulled))
+            return default
+
+    out = tmp_path / "s.parquet"
+    summary = standalone.filter_images(items(), out, entry_overrides=Spy(), workers=workers, keep_rows=False)
+    assert "rows" not in summary and summary["images"] == n
+    assert all(p - i <= window for i, p in enumerate(seen, start=1)), seen
+    assert pq.read_table(out).num_rows == n
