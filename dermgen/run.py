@@ -374,6 +374,8 @@ def _write_card(run: PreparedRun) -> None:
 
     try:
         write_card(run.store)
+    except StoreError as exc:  # e.g. a README.md that is not ours: left as it is
+        log.warning("dataset card not written: %s", exc)
     except Exception:  # noqa: BLE001 - the card is documentation; the shards are already committed
         log.exception("could not write the dataset card of %s", run.store.uri)
 

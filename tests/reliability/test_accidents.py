@@ -304,3 +304,20 @@ def test_verify_checks_adapters_and_their_hashes(tmp_path, gen, capsys):
     capsys.readouterr()
     assert main(["verify", "--skip-images", str(out)]) == 5
     assert f"adapter {b} has sha256 ffffffffffff..." in capsys.readouterr().out
+
+
+def test_the_card_never_overwrites_a_readme_it_did_not_write(run_copy):
+    """A README.md that is not a dermgen card (e.g. a run written beside a project's files with
+    --force-new-run) is left as it is; the run's own card is refreshed."""
+    from dermgen.card import write_card
+    from dermgen.errors import StoreError
+
+    readme = run_copy / "README.md"
+    readme.write_text("# my project\n")
+    with pytest.raises(StoreError, match="not a dermgen dataset card"):
+        write_card(str(run_copy))
+    assert readme.read_text() == "# my project\n"
+    readme.unlink()
+    write_card(str(run_copy))
+    write_card(str(run_copy))  # its own card: refreshed
+    assert "dermgen synthetic skin lesions" in readme.read_text()
