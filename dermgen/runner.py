@@ -127,8 +127,14 @@ def run_generation(
         per_actor: dict[str, dict[str, float]] = {}  # name -> shards, busy_s, first start, last finish
         infos: dict[str, dict[str, Any]] = {}
         created = 0
+        starting = 0  # actors spawned and not yet ready or lost
         max_actors = 3 * n_actors + 2
         stagger = float(os.environ.get("DERMGEN_ACTOR_STAGGER_S", "0.5"))
+
+        def set_state(name: str, new: str) -> None:
+            nonlocal starting
+            starting += (new == "starting") - (state.get(name) == "starting")
+            state[name] = new
 
         def spawn() -> None:
             nonlocal created
@@ -147,7 +153,7 @@ def run_generation(
                 random.uniform(0, stagger) if created > 1 else 0,
             )
             actors[name] = handle
-            state[name] = "starting"
+            set_state(name, "starting")
             refs_of[name] = set()
             pings[handle.info.remote()] = name
 
@@ -163,7 +169,7 @@ def run_generation(
         def actor_lost(name: str, why: str) -> None:
             if state.get(name) == "dead":
                 return
-            state[name] = "dead"
+            set_state(name, "dead")
             log.warning("actor %s lost (%s); resubmitting its shards", name, why)
             for ref in refs_of.pop(name, set()):
                 _, shard = inflight.pop(ref)
@@ -188,6 +194,10 @@ def run_generation(
                 if state.get(name) != "ready" or mine is None:
                     continue
                 while len(mine) < QUEUE_DEPTH:
+                    # a second queued shard never takes one that a starting or waiting actor would
+                    # run first (a run with few shards spreads over the pool instead of queueing)
+                    if mine and len(run.scheduler.pending) <= starting + len(hungry):
+                        break
                     shard = run.scheduler.next_shard()
                     if shard is None:
                         break
@@ -212,7 +222,7 @@ def run_generation(
                     name = pings.pop(ref)
                     try:
                         infos[name] = ray.get(ref)
-                        state[name] = "ready"
+                        set_state(name, "ready")
                         want_work(name)
                         last_progress_at = time.time()
                         log.info(
