@@ -7,15 +7,20 @@ orientation and training augments with flips). Two images are compared in three 
 1. shortlist (:data:`RERANK` per query): cosine of D4-invariant ring descriptors (mean L, a, b and
    gradient energy over concentric rings of the frame, for the full frame and its central 90% and 80%),
    best over the 3x3 window pairs so that crops and zooms still meet;
-2. re-rank: how well the 64 px texture (difference of Gaussians) of the query, turned by each of the
-   eight orientations, lines up with the entry's (normalised template matching over a few zooms, each
-   way round); only the best :data:`MAX_CANDIDATES` entries with a match >= :data:`COARSE_GATE` go on
-   to step 3 (a match >= :data:`EARLY` is verified at once);
-3. verification, in the two best orientations of step 2: align the two 128x128 grey images (template
-   matching on a coarse band over a few scales, then ECC affine refinement on a finer band), each way
-   round (either image may be the crop of the other), and take the correlation of the finer band
-   (difference of Gaussians, sigma 0.7 and 2) after alignment, 0..1; below :data:`VERIFIED`, also of
-   that band blurred (a copy downscaled to ~100 px lacks the finest texture), less a small margin.
+2. pre-scan: each shortlisted entry's 32 px texture template (difference of Gaussians, kept per entry)
+   is matched at 9x9 positions in the query's band turned by each of the eight orientations, all in one
+   matrix product; it ranks the entries (a copied one comes first for ~97% of copies) and the
+   orientations (the true one is always within :data:`PRE_NEAR` of the best);
+3. texture: the best :data:`TEXTURE_RANK` entries (more when their pre-scans are close) are matched at
+   64 px in the orientations the pre-scan left (normalised template matching over a few zooms, each way
+   round); only the best :data:`MAX_CANDIDATES` entries with a match >= :data:`COARSE_GATE` go on to
+   step 4 (a match >= :data:`EARLY` is verified at once);
+4. verification, in the best orientation (and the second best if it lines up too): align the two
+   128x128 grey images (template matching on a coarse band over a few scales, each way round: either
+   image may be the crop of the other), refine the better alignment with ECC (affine, finer band) and
+   take the correlation of the finer band (difference of Gaussians, sigma 0.7 and 2) after alignment,
+   0..1; below :data:`VERIFIED`, also of that band blurred (a copy downscaled to ~100 px lacks the
+   finest texture), less a small margin.
 
 Generated moles look alike at low resolution (the ring descriptor alone puts the true original first
 for ~88% of copies among 120 kept samples), but their fine texture differs: after alignment, distinct
@@ -56,12 +61,15 @@ SIDE = 128  # verification resolution
 MARGIN = 12  # px left out around the template (tolerates ~9% shifts and crops)
 SCALES = (0.96, 1.0, 1.04, 1.08, 1.12)  # zoom of the other image tried by template matching
 MAX_CANDIDATES = 2  # entries verified per query (best texture match first)
-RERANK = 24  # entries re-ranked by texture, best ring cosine first
+RERANK = 24  # entries pre-scanned at 32 px in all orientations, best ring cosine first
+TEXTURE_RANK = 4  # of those, the best by the pre-scan are matched at 64 px (the copied one: first in 97.5%),
+TEXTURE_NEAR = 0.05  # and any other within this of the best (look-alike smooth moles leave several close)
 COARSE_GATE = 0.6  # 64 px texture match needed for a verification (copies >= 0.7, most distinct <= 0.6)
 EARLY = 0.85  # a texture match this strong is verified before the rest of the shortlist is re-ranked
 ECC_ITERATIONS = 10
 LOW_RES_SIGMA = 1.2  # extra blur of the fine band for small copies (0: off)
 LOW_RES_MARGIN = 0.03  # the blurred comparison is less specific: it counts this much less
+WAY_MARGIN = 0.05  # the second way round is refined too when its alignment is this close to the first's
 VERIFIED = 0.94  # a verification at or above this is a copy for sure: no need to try further candidates
 
 LAB_SIDE = 64  # the Lab copy the ring descriptors are computed on
@@ -207,7 +215,20 @@ _MASK = np.zeros((SIDE, SIDE), np.uint8)
 _MASK[MARGIN:-MARGIN, MARGIN:-MARGIN] = 1
 
 
-def _gray_similarity(a_gray: np.ndarray, b_gray: np.ndarray) -> float:
+@dataclass(frozen=True)
+class _Alignment:
+    """``b``'s grid mapped onto ``a``'s by template matching of the coarse band (``score``: its match)."""
+
+    score: float
+    warp: np.ndarray
+    a_gray: np.ndarray
+    b_gray: np.ndarray
+    a_fine: np.ndarray
+    b_fine: np.ndarray
+
+
+def _align(a_gray: np.ndarray, b_gray: np.ndarray) -> _Alignment:
+    """Where ``a``'s centre lies in ``b`` (over the zooms of :data:`SCALES`): ``a`` may be a crop of ``b``."""
     a_coarse, a_fine = _bands(a_gray)
     b_coarse, b_fine = _bands(b_gray)
     template = a_coarse[MARGIN:-MARGIN, MARGIN:-MARGIN]
@@ -220,12 +241,18 @@ def _gray_similarity(a_gray: np.ndarray, b_gray: np.ndarray) -> float:
         if value > best[0]:
             x, y = _subpixel(r, *loc)
             best = (value, n / SIDE, x, y)
-    _, s, x, y = best
+    value, s, x, y = best
     # affine map from a's pixel grid to b's: b = (a + (x - MARGIN, y - MARGIN)) / s
     warp = np.float32([[1 / s, 0, (x - MARGIN) / s], [0, 1 / s, (y - MARGIN) / s]])
+    return _Alignment(float(value), warp, a_gray, b_gray, a_fine, b_fine)
+
+
+def _refined_similarity(al: _Alignment) -> float:
+    """The fine-band correlation after ECC refinement of an alignment, 0..1."""
+    a_fine, b_fine, warp = al.a_fine, al.b_fine, al.warp
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-5)
     try:
-        _, warp = cv2.findTransformECC(a_fine, b_fine, warp, cv2.MOTION_AFFINE, criteria, _MASK, 1)
+        _, warp = cv2.findTransformECC(a_fine, b_fine, warp.copy(), cv2.MOTION_AFFINE, criteria, _MASK, 1)
     except cv2.error:  # no texture to align on, or ECC diverged: keep the template-matching warp
         pass
     warped = cv2.warpAffine(
@@ -233,7 +260,7 @@ def _gray_similarity(a_gray: np.ndarray, b_gray: np.ndarray) -> float:
     )
     corr = _correlation(a_fine, warped)
     if corr is None:  # two flat frames: identical if their grey levels match
-        return 1.0 if abs(float(a_gray.mean()) - float(b_gray.mean())) < 2 else 0.0
+        return 1.0 if abs(float(al.a_gray.mean()) - float(al.b_gray.mean())) < 2 else 0.0
     if corr < VERIFIED and LOW_RES_SIGMA:
         # one image may be a small copy (~100 px) without the finest texture: compare both at its resolution
         # (two different smooth, blurry moles correlate up to ~0.91 there, hence the margin)
@@ -247,6 +274,10 @@ def _gray_similarity(a_gray: np.ndarray, b_gray: np.ndarray) -> float:
         )
         corr = max(corr, (_correlation(a_low, b_low) or 0.0) - LOW_RES_MARGIN)
     return float(np.clip(corr, 0.0, 1.0))
+
+
+def _gray_similarity(a_gray: np.ndarray, b_gray: np.ndarray) -> float:
+    return _refined_similarity(_align(a_gray, b_gray))
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -264,45 +295,105 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(va @ vb / denom)
 
 
-COARSE = 64  # orientation search resolution
+COARSE = 64  # texture match resolution
 COARSE_MARGIN = 7
 COARSE_SCALES = (1.0, 1.1, 1.2)
+PRE = 32  # orientation pre-scan resolution
+PRE_TEMPLATE = 24  # side of an entry's pre-scan template (searched at 9x9 positions in the query's band)
+PRE_SCALE = 1.1
+PRE_NEAR = 0.06  # orientations this close to the pre-scan's best go on to the 64 px match (on 480 copies
+# the true one was always within 0.031; smooth, symmetric moles leave several close)
 
 
-def _coarse_band(gray: np.ndarray) -> np.ndarray:
-    g = cv2.resize(gray, (COARSE, COARSE), interpolation=cv2.INTER_AREA).astype(np.float32)
+def _coarse_band(gray: np.ndarray, side: int = COARSE) -> np.ndarray:
+    g = cv2.resize(gray, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
     return cv2.GaussianBlur(g, (0, 0), 0.7) - cv2.GaussianBlur(g, (0, 0), 2.0)
 
 
+def _best(image: np.ndarray, template: np.ndarray) -> float:
+    return float(cv2.minMaxLoc(cv2.matchTemplate(image, template, cv2.TM_CCOEFF_NORMED))[1])
+
+
+def _pre_template(gray: np.ndarray) -> np.ndarray:
+    """An entry's side of the pre-scan (float16, ~1.1 KB): the centre of its 32 px band zoomed by
+    PRE_SCALE, zero-mean and unit-norm, flattened."""
+    side = round(PRE * PRE_SCALE)
+    band = cv2.resize(_coarse_band(gray, PRE), (side, side), interpolation=cv2.INTER_LINEAR)
+    m = (side - PRE_TEMPLATE) // 2
+    return _unit(band[m : m + PRE_TEMPLATE, m : m + PRE_TEMPLATE]).astype(np.float16)
+
+
+class _Probe:
+    """A query's texture bands in all eight orientations, made once per lookup and matched against many
+    entries: a 32 px pre-scan ranks the orientations (the true one is among its best two for ~99% of
+    copies), then the 64 px match of :func:`orientation_scores` runs in those within :data:`PRE_NEAR` of the best only."""
+
+    def __init__(self, gray: np.ndarray) -> None:
+        m = COARSE_MARGIN
+        self.turned = [orient(_coarse_band(gray), k) for k in range(8)]
+        self.templates = [t[m:-m, m:-m] for t in self.turned]
+        pre_band = _coarse_band(gray, PRE)
+        pre = np.stack([orient(pre_band, k) for k in range(8)])
+        windows = np.lib.stride_tricks.sliding_window_view(pre, (PRE_TEMPLATE, PRE_TEMPLATE), axis=(1, 2))
+        patches = windows.reshape(-1, PRE_TEMPLATE * PRE_TEMPLATE)
+        patches = patches - patches.mean(axis=1, keepdims=True)
+        self.patches = patches / (np.linalg.norm(patches, axis=1, keepdims=True) + 1e-6)
+        self._zoomed: dict[tuple[int, float], np.ndarray] = {}
+
+    def pre_scan(self, templates: list[np.ndarray]) -> np.ndarray:
+        """(len(templates), 8): for each entry template (see :func:`_pre_template`) and orientation of the
+        query, the best normalised match over its positions in the query's 32 px band (one product)."""
+        if not templates:
+            return np.zeros((0, 8), np.float32)
+        scores = self.patches @ np.stack(templates).astype(np.float32).T  # (8 * positions, n)
+        return scores.reshape(8, -1, len(templates)).max(axis=1).T
+
+    def _zoom(self, k: int, s: float) -> np.ndarray:
+        if (k, s) not in self._zoomed:
+            self._zoomed[k, s] = cv2.resize(
+                self.turned[k], (round(COARSE * s),) * 2, interpolation=cv2.INTER_LINEAR
+            )
+        return self._zoomed[k, s]
+
+    def texture(self, b_gray: np.ndarray, orientations: list[int]) -> np.ndarray:
+        """(8,) 64 px texture match in ``orientations`` (-1 elsewhere): the query's centre searched in
+        ``b`` zoomed and ``b``'s centre in the query zoomed (``b`` a crop of it), the middle of
+        :data:`COARSE_SCALES` for each orientation, every zoom for the best one."""
+        m = COARSE_MARGIN
+        b = _coarse_band(b_gray)
+        b_centre = b[m:-m, m:-m]
+        b_scaled: dict[float, np.ndarray] = {1.0: b}
+
+        def match(k: int, s: float) -> float:
+            if s not in b_scaled:
+                b_scaled[s] = cv2.resize(b, (round(COARSE * s),) * 2, interpolation=cv2.INTER_LINEAR)
+            forward = _best(b_scaled[s], self.templates[k])
+            if s <= 1.0:
+                return forward
+            return max(forward, _best(self._zoom(k, s), b_centre))
+
+        out = np.full(8, -1.0, np.float32)
+        mid = COARSE_SCALES[len(COARSE_SCALES) // 2]
+        for k in orientations:
+            out[k] = match(k, mid)
+        k = int(np.argmax(out))
+        out[k] = max([float(out[k])] + [match(k, s) for s in COARSE_SCALES if s != mid])
+        return out
+
+
+def _near_best(pre: np.ndarray) -> list[int]:
+    """The orientations worth a 64 px match: the pre-scan's best and those within PRE_NEAR of it."""
+    order = np.argsort(-pre)
+    return [int(k) for k in order if pre[k] >= pre[order[0]] - PRE_NEAR]
+
+
 def orientation_scores(a_gray: np.ndarray, b_gray: np.ndarray) -> np.ndarray:
-    """(8,) how well ``a`` turned by each orientation lines up with ``b`` at 64 px (cheap; it picks the
-    orientation to verify and gates the verification).
-
-    Every orientation gets the best normalised template match of ``a``'s centre in ``b`` zoomed and of
-    ``b``'s centre in ``a`` zoomed (``b`` a crop of ``a``) at the middle of :data:`COARSE_SCALES`; the two
-    best orientations then also try the other zooms.
-    """
-    m = COARSE_MARGIN
-    a = _coarse_band(a_gray)
-    b = _coarse_band(b_gray)
-    b_scaled = {
-        s: cv2.resize(b, (round(COARSE * s),) * 2, interpolation=cv2.INTER_LINEAR) for s in COARSE_SCALES
-    }
-    mid = COARSE_SCALES[len(COARSE_SCALES) // 2]
-    turned = [orient(a, k) for k in range(8)]
-    b_centre = b[m:-m, m:-m]
-
-    def match(t: np.ndarray, s: float) -> float:
-        forward = float(cv2.matchTemplate(b_scaled[s], t[m:-m, m:-m], cv2.TM_CCOEFF_NORMED).max())
-        if s <= 1.0:
-            return forward
-        a_s = cv2.resize(t, (round(COARSE * s),) * 2, interpolation=cv2.INTER_LINEAR)
-        return max(forward, float(cv2.matchTemplate(a_s, b_centre, cv2.TM_CCOEFF_NORMED).max()))
-
-    out = np.array([match(t, mid) for t in turned], np.float32)
-    for k in np.argsort(-out)[:2]:
-        out[k] = max([float(out[k])] + [match(turned[k], s) for s in COARSE_SCALES if s != mid])
-    return out
+    """(8,) how well ``a`` turned by each orientation lines up with ``b`` at 64 px, for the
+    orientations a 32 px pre-scan puts within :data:`PRE_NEAR` of its best (-1 for the others); it picks the orientation to verify
+    and gates the verification."""
+    probe = _Probe(a_gray)
+    pre = probe.pre_scan([_pre_template(b_gray)])[0]
+    return probe.texture(b_gray, _near_best(pre))
 
 
 def copy_similarity(
@@ -323,9 +414,14 @@ def copy_similarity(
                 break
         return best
     a_gray = orient(a.gray, orientation) if orientation else a.gray
-    s = _gray_similarity(a_gray, b.gray)
-    if both_ways and s < VERIFIED:
-        s = max(s, _gray_similarity(b.gray, a_gray))
+    if not both_ways:
+        return _gray_similarity(a_gray, b.gray)
+    # either image may be the crop of the other: refine the way round that lines up better first, and
+    # the other only when its alignment is about as good
+    ways = sorted((_align(a_gray, b.gray), _align(b.gray, a_gray)), key=lambda al: -al.score)
+    s = _refined_similarity(ways[0])
+    if s < VERIFIED and ways[1].score >= ways[0].score - WAY_MARGIN:
+        s = max(s, _refined_similarity(ways[1]))
     return s
 
 
@@ -333,7 +429,8 @@ class FingerprintIndex:
     """A growing set of fingerprints; :meth:`match` finds the best copy among them in any orientation.
 
     Only the compact parts are stored (rings and grey copy: about 16.5 KB an image) in arrays that
-    :mod:`dermgen.filters.reference_index` saves and loads as they are.
+    :mod:`dermgen.filters.reference_index` saves and loads as they are; an entry's pre-scan template
+    (1.1 KB) is made the first time it is shortlisted and kept in memory.
     """
 
     def __init__(self) -> None:
@@ -341,6 +438,7 @@ class FingerprintIndex:
         self._rings = np.zeros((0, len(RING_WINDOWS), RING_DIM), np.float32)
         self._grays = np.zeros((0, SIDE, SIDE), np.uint8)
         self._labels: list[str] = []
+        self._pre: dict[int, np.ndarray] = {}  # pre-scan templates of the entries shortlisted so far
 
     @classmethod
     def from_arrays(cls, rings: np.ndarray, grays: np.ndarray, labels: list[str]) -> FingerprintIndex:
@@ -388,6 +486,13 @@ class FingerprintIndex:
     def clear(self) -> None:
         self.__init__()
 
+    def _pre_template(self, i: int) -> np.ndarray:
+        """Entry ``i``'s pre-scan template, made when first needed and kept (entries never change)."""
+        t = self._pre.get(i)
+        if t is None:
+            t = self._pre[i] = _pre_template(self._grays[i])
+        return t
+
     def entry(self, i: int) -> Fingerprint:
         """The stored part of entry ``i`` as a fingerprint."""
         return Fingerprint(self._rings[i], self._grays[i])
@@ -413,15 +518,22 @@ class FingerprintIndex:
         ``gate=-1`` always verifies the best texture match (a nearest entry for reports); ``exclude``
         leaves one entry out (an entry against the others).
 
-        The :data:`RERANK` best entries by ring cosine are re-ranked by how well their 64 px texture
-        lines up with the query's in the best of the eight orientations; the best :data:`MAX_CANDIDATES`
-        with a texture match >= :data:`COARSE_GATE` are verified in their two best orientations.
+        Steps 1-4 of the module docstring: ring shortlist, 32 px pre-scan, 64 px texture match of the
+        best entries in their likely orientations, verification of the best :data:`MAX_CANDIDATES`.
         """
+        probe = _Probe(fp.gray)
+        listed = self.shortlist(fp, exclude=exclude)
+        pres = probe.pre_scan([self._pre_template(i) for i, _ in listed])
+        scanned = [(float(pre.max()), i, cos, pre) for (i, cos), pre in zip(listed, pres, strict=True)]
+        scanned.sort(key=lambda t: -t[0])
         ranked = []
         best = Match(0.0, None)
         verified: set[int] = set()
-        for i, cos in self.shortlist(fp, exclude=exclude):
-            scores = orientation_scores(fp.gray, self._grays[i])
+        near = scanned[0][0] - TEXTURE_NEAR if scanned else 0.0
+        for n, (top, i, cos, pre) in enumerate(scanned):
+            if n >= TEXTURE_RANK and top < near:
+                break
+            scores = probe.texture(self._grays[i], _near_best(pre))
             ranked.append((float(scores.max()), i, cos, scores))
             if scores.max() >= EARLY and len(verified) < MAX_CANDIDATES:  # most copies: verified at once
                 verified.add(i)
@@ -440,7 +552,10 @@ class FingerprintIndex:
 
     def _verify(self, fp: Fingerprint, i: int, cos: float, scores: np.ndarray, best: Match) -> Match:
         """Verify entry ``i`` in its two best orientations; the better of that and ``best``."""
-        for k in np.argsort(-scores)[:2]:
+        order = np.argsort(-scores)[:2]
+        for k in order:
+            if k != order[0] and scores[k] < COARSE_GATE:  # a second orientation only when it lines up too
+                break
             s = copy_similarity(fp, self.entry(i), int(k), both_ways=True)
             if s > best.similarity or best.label is None:
                 best = Match(s, self._labels[i], i, int(k), cos)
