@@ -174,7 +174,8 @@ def test_hugging_face_datasets_read_the_parquet_layout(runs, tmp_path, monkeypat
     from dermgen.data.runs import shard_files
 
     files, parquet = runs
-    assert (parquet / "README.md").is_file()
+    assert "(image layout `parquet`)" in (parquet / "README.md").read_text()
+    assert "(image layout `files`)" in (files / "README.md").read_text()
     by_card = datasets.load_dataset(str(parquet), split="train", cache_dir=str(tmp_path / "a"))
     by_files = datasets.load_dataset(
         "parquet", data_files=shard_files(parquet), split="train", cache_dir=str(tmp_path / "b")
@@ -234,6 +235,12 @@ def test_report_filter_audit_and_inspect_read_the_parquet_layout(runs, tmp_path,
     ]
     assert len(sims[1]) == len(_images_by_sample(files))
     assert sims[0] == sims[1] and max(sims[1]) > 0.99  # the two copied references are found
+
+    from dermgen.preprocess import list_sources
+
+    pa_, pb_ = list_sources(files), list_sources(parquet)
+    assert [x.name for x in pa_] == [x.name for x in pb_] and len(pb_) == len(_images_by_sample(files))
+    assert all(np.array_equal(_pixels(x.data), _pixels(y.data)) for x, y in zip(pa_, pb_, strict=True))
 
     capsys.readouterr()
     assert main(["inspect", str(parquet), "--json"]) == 0
