@@ -169,7 +169,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(
-            f"verify {report.uri}: {report.shards} shards, {report.rows} rows, {report.images_checked} images checked, "
+            f"verify {report.uri}: {report.shards} shards, {report.rows} rows, "
+            f"{report.images_checked} images checked, "
             f"{len(report.missing_shards)} planned shards not yet committed"
         )
         for p in report.problems:

@@ -4,8 +4,9 @@ Every rendered image's PNG bytes are in its row (``image.bytes``, checked by ``i
 (``--images``, recorded in run.json as ``images``; a run.json without it is ``files``) decides whether a
 separate PNG object exists too:
 
-- ``files`` (default): one PNG object per image at ``images/<kept|dropped>/<label>/<sample_id>.<attempt>.png``;
-  ``image.path`` is its key. Browsable PNGs, tools that want files; every image is stored twice.
+- ``files`` (default): one PNG object per image, at
+  ``images/<kept|dropped>/<label>/<sample_id>.<attempt>.png``; ``image.path`` is its key. Browsable PNGs,
+  tools that want files; every image is stored twice.
 - ``parquet``: the bytes live only in the row and ``image.path`` is null; no PNG objects exist. One object
   per shard: fewer objects and PUT requests, half the storage.
 
@@ -64,7 +65,10 @@ def layout_problem(layout: ImageLayout, image: dict[str, Any] | None) -> str | N
     if image.get("bytes") is None:
         return "image bytes are missing from the row"
     if layout == "parquet" and image.get("path"):
-        return f"names a PNG object ({image['path']}) but the run keeps images in the Parquet rows (images: parquet)"
+        return (
+            f"names a PNG object ({image['path']}) but the run keeps images in the Parquet rows "
+            "(images: parquet)"
+        )
     if layout == "files" and not image.get("path"):
         return "names no PNG object but the run keeps one per image (images: files)"
     return None
