@@ -273,3 +273,16 @@ def test_parquet_layout_on_s3(s3_bucket, runs):
     sid = _tamper_one_image(uri)
     problems = verify_run(RunDir(uri)).problems
     assert any(sid in p and "do not match image_sha256" in p for p in problems), problems
+
+
+@pytest.mark.slow
+def test_parquet_layout_through_ray_actors(tmp_path, ray_local):
+    """The layout reaches the generator actors: no PNG objects, and the run verifies."""
+    out = tmp_path / "run"
+    summary = generate_run(
+        out, limit=4, shard_size=2, batch_size=2, use_ray=True, num_actors=2, images="parquet"
+    )
+    rd = RunDir(out)
+    assert summary["kept_total"] >= 4 and rd.listing().images == [] and not (out / "images").exists()
+    report = verify_run(rd)
+    assert report.ok and report.images_checked == report.rows, report.problems
