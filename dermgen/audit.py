@@ -99,15 +99,17 @@ def _is_run(source: str) -> bool:
 def _run_images(uri: str):
     from PIL import Image
 
-    from dermgen.rundir import RunDir
+    from dermgen.rundir import RunDir, image_bytes, image_name
 
-    for _, table in RunDir.open(uri).iter_tables(["sample_id", "status", "kept", "image"]):
+    rd = RunDir.open(uri)
+    for _, table in rd.iter_tables(["sample_id", "status", "kept", "image"]):
         for row in table.to_pylist():
             img = row["image"]
-            if row["status"] != "ok" or not img or img.get("bytes") is None:
+            data = image_bytes(rd.store, img) if row["status"] == "ok" else None
+            if data is None:
                 continue
-            key = img.get("path") or row["sample_id"]
-            rgb = np.asarray(Image.open(io.BytesIO(img["bytes"])).convert("RGB"))
+            key = image_name(img, row["sample_id"])
+            rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
             yield _Generated(key, rgb, bool(row["kept"]))
 
 

@@ -176,6 +176,13 @@ def build_card(
         'kept = ds.filter(lambda r: r["kept"])                              # the curated set',
         "```",
         "",
+        "The PNG bytes are in the shards' `image` column"
+        + (
+            "; there are no separate image files (image layout `parquet`)."
+            if run.get("images") == "parquet"
+            else ", and each is also a file under `images/` (image layout `files`)."
+        ),
+        "",
         "## How it was generated",
         "",
         "Model:",

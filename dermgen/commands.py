@@ -112,6 +112,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     out = {
         "uri": rd.uri,
         "run_id": info.run_id,
+        "images": info.images,
         "status": status,
         "rows": rows,
         "kept": sum(c["kept"] for c in per_label.values()),
@@ -168,7 +169,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(
-            f"verify {report.uri}: {report.shards} shards, {report.rows} rows, {report.images_checked} PNGs checked, "
+            f"verify {report.uri}: {report.shards} shards, {report.rows} rows, "
+            f"{report.images_checked} images checked, "
             f"{len(report.missing_shards)} planned shards not yet committed"
         )
         for p in report.problems:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dermgen.errors import validated
 from dermgen.plan import DEFAULT_BLOCK, DEFAULT_CAP_FACTOR, DEFAULT_PLAN_VERSION, DEFAULT_SHARD_SIZE
+from dermgen.rundir.images import ImageLayout
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFEST = "manifests/derm_t2im_6k.yaml"
@@ -44,6 +45,12 @@ class GenerateConfig(BaseModel):
     )
     clip_model: str | None = Field(None, description="local CLIP model folder for the optional CLIP score")
     save_dropped: bool = Field(True, description="keep dropped images for audit under images/dropped/")
+    images: ImageLayout = Field(
+        "files",
+        description="where image bytes are stored: files (a PNG object per image beside the Parquet rows, "
+        "browsable) or parquet (only inside the Parquet rows: one object per shard, half the storage; "
+        "for runs of millions of images); bound to the run",
+    )
     cap_factor: float = Field(
         DEFAULT_CAP_FACTOR,
         ge=1.0,

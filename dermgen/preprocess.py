@@ -210,7 +210,7 @@ def _folder_sources(root: Path, arg: str) -> list[ImageSource]:
 
 
 def _run_sources(uri: str, arg: str) -> list[ImageSource]:
-    from dermgen.rundir import RunDir
+    from dermgen.rundir import RunDir, image_bytes
 
     rd = RunDir.open(uri, arg)
     store = rd.store
@@ -219,10 +219,7 @@ def _run_sources(uri: str, arg: str) -> list[ImageSource]:
     for row in table.to_pylist():
         if not row["kept"] or row["status"] != "ok":
             continue
-        image = row["image"] or {}
-        data = image.get("bytes")
-        if data is None and image.get("path"):
-            data = store.get(image["path"])
+        data = image_bytes(store, row["image"])  # the row's bytes, or its PNG object (either layout)
         if data is None:
             continue
         out.append(ImageSource(row["label"], row["sample_id"], f"{uri}#{row['sample_id']}", data=data))

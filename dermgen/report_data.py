@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from dermgen.rundir import RunDir, RunInfo
+from dermgen.rundir import RunDir, RunInfo, image_bytes
 from dermgen.store import Store
 
 log = logging.getLogger("dermgen.report")
@@ -177,7 +177,7 @@ def _make_thumb(store: Store, thumb: Thumb) -> None:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        raw = thumb.data if thumb.data is not None else store.get(thumb.path or "")
+        raw = image_bytes(store, {"bytes": thumb.data, "path": thumb.path}) or b""  # either layout
         with Image.open(io.BytesIO(raw)) as im:
             im = im.convert("RGB")
             im = im.resize((THUMB_SIDE, round(THUMB_SIDE * im.height / max(1, im.width))), Image.LANCZOS)

@@ -238,6 +238,12 @@ def _filter_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "; ".join(f"filter {c}" for c in filter_changes(old["filter"], new["filter"]))
 
 
+def _layout_change(old: RunInfo, new: RunInfo) -> str:
+    """The image layout change between two run.json ("" when the same): the shards already committed keep
+    their images one way, so a run cannot switch layout half way."""
+    return "" if old.images == new.images else f"images: {old.images!r} -> {new.images!r}"
+
+
 def bind_run(store: Store, run_json: dict[str, Any], force_new_run: bool) -> str:
     """Create run.json, or check that the existing one was made from the same plan. Returns the bound
     run_id (an existing run keeps its own, even if written by a version that hashed fewer fields)."""
@@ -248,12 +254,13 @@ def bind_run(store: Store, run_json: dict[str, Any], force_new_run: bool) -> str
     existing = rd.info()
     if existing.binding is not None and existing.binding.model_dump() == info.binding.model_dump():
         # the filter decides which images are kept: a resume must use the same one (absent in older runs)
-        changed = _filter_change(existing.model_dump(mode="json"), run_json)
+        changed = _filter_change(existing.model_dump(mode="json"), run_json) or _layout_change(existing, info)
         if not changed:
             return existing.run_id
     else:
         old = existing.binding.model_dump(mode="json") if existing.binding else {}
         changed = _describe_change(old, info.binding.model_dump(mode="json"))
+        changed += f"; {_layout_change(existing, info)}" if _layout_change(existing, info) else ""
     if not force_new_run:
         raise PlanMismatchError(
             f"{store.uri} already holds run {existing.run_id} made from a different plan "
@@ -321,6 +328,7 @@ def prepare_run(config: GenerateConfig) -> PreparedRun:
         "targets_by_label": plan.targets_by_label(),
         "environment": environment(),
         "filter": effective_filter_of(config),
+        "images": config.images,
     }
     run_id = bind_run(store, run_json, config.force_new_run)
     committed = committed_summaries(store, run_id)
@@ -333,6 +341,7 @@ def prepare_run(config: GenerateConfig) -> PreparedRun:
         clip_model=config.clip_model,
         batch_size=config.batch_size,
         save_dropped=config.save_dropped,
+        images=config.images,
         device=config.device,
         dtype=None if config.dtype == "auto" else config.dtype,
         allow_pickle=config.allow_pickle,

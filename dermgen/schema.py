@@ -2,6 +2,8 @@
 
 Every planned sample gets a row, failed ones too (``status`` = "failed", ``image`` null).
 The ``image`` column is a struct of ``bytes`` and ``path`` as the Hugging Face ``Image`` feature expects.
+``bytes`` always holds the PNG; ``path`` is the key of its separate PNG object in the ``files`` image layout,
+and null in the ``parquet`` layout, where the row's bytes are the only copy (``dermgen.rundir.images``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Reads every committed shard through `dermgen.rundir.RunDir` and checks: Parquet integrity and schema;
 every row against the plan rebuilt from run.json (run_id, label, prompt, negative prompt, seed, sampler,
 steps, CFG, size, adapters and their hashes, one model identity for the whole run); image bytes and PNG
-objects against their sha256; duplicate sample ids; orphaned PNGs; stray or nested Parquet files, shard
+objects against their sha256 (PNG objects only in the files layout, `dermgen.rundir.images`);
+duplicate sample ids; orphaned PNGs; stray or nested Parquet files, shard
 copies and temp files; and, once summary.json marks the run finished, that every shard it lists (top-ups
 included) is still committed and no other shard appeared. Every problem is reported, not just the first.
 """
@@ -24,6 +25,7 @@ from dermgen.rundir import (
     SUMMARY_JSON,
     RunDir,
     RunInfo,
+    layout_problem,
     parse_shard_id,
     shard_key,
 )
@@ -190,10 +192,15 @@ def verify_run(store: Store | RunDir, *, check_images: bool = True) -> VerifyRep
             img = r["image"]
             if r["status"] != "ok" or img is None:
                 continue
+            wrong = layout_problem(info.images, img)
+            if wrong:
+                report.problems.append(f"{key}: row {sid}: {wrong}")
             data = img.get("bytes")
             if data is not None and sha256_bytes(data) != r["image_sha256"]:
                 report.problems.append(f"{key}: row {sid}: image bytes do not match image_sha256")
             path = img.get("path")
+            if not path and data is not None:  # the parquet layout: the row's bytes are the stored image
+                report.images_checked += 1
             if path:
                 referenced.add(path)
                 if check_images:

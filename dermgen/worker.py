@@ -1,5 +1,7 @@
 """The per-shard stage composition: render -> encode + filter -> write PNGs -> commit Parquet.
 
+With ``--images parquet`` no PNG objects are written: the bytes travel only inside the shard's rows.
+
 `ShardWorker` is what a Ray actor holds, but it has no Ray in it: tests and benchmarks drive it directly.
 On a GPU, post-processing of batch k (PNG encoding, scoring, uploads) runs on a background thread while
 batch k+1 renders, so the accelerator does not wait for the CPU. Image bytes never leave the worker.
@@ -23,8 +25,9 @@ from dermgen.pipeline import LoraSpec, Renderer, RenderResult
 from dermgen.plan import Sample, Shard, batches
 from dermgen.pngmeta import a1111_parameters, encode_png
 from dermgen.prompts import is_truncated, token_count
+from dermgen.rundir.images import ImageLayout, image_value
 from dermgen.schema import empty_scores
-from dermgen.shards import commit_shard, image_key
+from dermgen.shards import commit_shard
 from dermgen.skintone import skin_tone_of
 from dermgen.store import Store, open_store
 
@@ -40,6 +43,7 @@ class WorkerOptions:
     clip_model: str | None = None
     batch_size: int = 8
     save_dropped: bool = True
+    images: ImageLayout = "files"  # where image bytes live (dermgen.rundir.images): no PNG objects in parquet
     device: str | None = None
     dtype: str | None = None
     allow_pickle: bool = False
@@ -345,10 +349,10 @@ class ShardWorker:
                 timings={"generate_s": per_image, "encode_s": t_enc, "filter_s": t_flt},
             )
             if kept or self.opts.save_dropped:
-                key = image_key(s.sample_id, s.label, attempt_id, kept)
-                self.store.put(key, png)
-                keys.append(key)
-                row["image"] = {"bytes": png, "path": key}
+                row["image"], key = image_value(self.opts.images, png, s.sample_id, s.label, attempt_id, kept)
+                if key is not None:  # the files layout: a PNG object beside the row's bytes
+                    self.store.put(key, png)
+                    keys.append(key)
             rows.append(row)
         return rows, keys
 

@@ -142,6 +142,7 @@ def pack_folder(
             source=str(Path(root).expanduser()),
             created_at=datetime.now(timezone.utc).isoformat(),
             shard_size=shard_size,
+            images="files" if write_png_objects else "parquet",
         ),
         create=False,
     )

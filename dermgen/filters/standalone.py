@@ -303,7 +303,7 @@ def filter_run(
     decisions are deterministic; ``path`` is the image's key in the run.
     """
     from dermgen.filters.identity import effective_filter
-    from dermgen.rundir import RunDir
+    from dermgen.rundir import RunDir, image_bytes, image_name
 
     rd = RunDir.open(uri, "filter")
     store = rd.store
@@ -320,15 +320,13 @@ def filter_run(
                 img = row["image"]
                 if row["status"] != "ok" or not img:
                     continue
-                data = img.get("bytes")
-                if data is None and img.get("path"):
-                    try:
-                        data = store.get(img["path"])
-                    except KeyError:
-                        data = None
+                try:
+                    data = image_bytes(store, img)  # the row's bytes, or its PNG object (either layout)
+                except KeyError:
+                    data = None
                 if data is None:
                     continue
-                key = img.get("path") or row["sample_id"]
+                key = image_name(img, row["sample_id"])
                 by_entry.entry_of[key] = row["entry_id"]
                 yield key, data
 

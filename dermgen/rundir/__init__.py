@@ -8,6 +8,15 @@ Writers (`dermgen.shards.commit_shard`, `dermgen.run`) use the same layout; read
 or list shards themselves.
 """
 
+from dermgen.rundir.images import (
+    IMAGE_LAYOUTS,
+    ImageLayout,
+    image_bytes,
+    image_name,
+    image_value,
+    layout_problem,
+    writes_png_objects,
+)
 from dermgen.rundir.layout import (
     IMAGES_PREFIX,
     RUN_JSON,
@@ -24,6 +33,7 @@ from dermgen.rundir.model import AdapterBinding, Binding, RunInfo, ShardSummary,
 from dermgen.rundir.reader import RunDir
 
 __all__ = [
+    "IMAGE_LAYOUTS",
     "IMAGES_PREFIX",
     "RUN_JSON",
     "SHARDS_PREFIX",
@@ -33,11 +43,17 @@ __all__ = [
     "Listing",
     "RunDir",
     "RunInfo",
+    "ImageLayout",
     "ShardSummary",
     "classify",
+    "image_bytes",
     "image_key",
+    "image_name",
+    "image_value",
+    "layout_problem",
     "parse_image_key",
     "parse_shard_id",
     "shard_key",
     "summarise_shard",
+    "writes_png_objects",
 ]

@@ -15,6 +15,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dermgen.errors import StoreError
+from dermgen.rundir.images import LEGACY_IMAGE_LAYOUT, ImageLayout
 from dermgen.rundir.layout import RUN_JSON, parse_shard_id
 
 # Columns a shard summary needs (resume, inspect): never the image bytes.
@@ -68,6 +69,7 @@ class RunInfo(BaseModel):
     manifest: dict[str, Any] | None = None
     targets: dict[str, int] = {}
     targets_by_label: dict[str, int] = {}
+    images: ImageLayout = LEGACY_IMAGE_LAYOUT  # where image bytes live (dermgen.rundir.images)
 
     @classmethod
     def parse(cls, data: bytes, where: str) -> RunInfo:

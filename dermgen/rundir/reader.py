@@ -146,12 +146,14 @@ class RunDir:
     def shard_summaries(self) -> dict[str, ShardSummary]:
         return {sid: summarise_shard(sid, t) for sid, t in self.iter_tables(list(SUMMARY_COLUMNS))}
 
-    def referenced_images(self) -> set[str]:
+    def referenced_images(self, shard_ids: list[str] | None = None) -> set[str]:
+        """Keys of the PNG objects committed rows name (files layout; none in the parquet layout). Only the
+        path column is read (ranged reads on S3), never the image bytes."""
         refs: set[str] = set()
-        for _, table in self.iter_tables(["image"]):
-            for img in table.column("image").to_pylist():
-                if img and img.get("path"):
-                    refs.add(img["path"])
+        for shard_id in shard_ids if shard_ids is not None else self.shard_ids():
+            with self.store.open_input(shard_key(shard_id)) as f:
+                col = pq.ParquetFile(f).read(columns=["image.path"]).column("image")
+            refs.update(p for img in col.to_pylist() if img and (p := img.get("path")))
         return refs
 
     # -- the run's own leftovers ------------------------------------------------------------------
@@ -166,11 +168,12 @@ class RunDir:
         its entry is one of `entry_ids` (when given), no committed row references it, and the run_id
         embedded in the PNG is `run_id`. Nothing else is ever deleted. Only safe when no attempt runs.
         """
-        refs = self.referenced_images()
+        candidates = [k for k in self.store.list(IMAGES_PREFIX) if parse_image_key(k)]
+        refs = self.referenced_images() if candidates else set()  # none in the parquet layout: no read
         orphans = []
-        for key in self.store.list(IMAGES_PREFIX):
+        for key in candidates:
             parts = parse_image_key(key)
-            if parts is None or key in refs:
+            if key in refs:
                 continue
             if entry_ids is not None and parts["entry"] not in entry_ids:
                 continue
@@ -198,10 +201,9 @@ class RunDir:
         count deleted."""
         listing = self.listing()
         run_ids = set(run_ids)
-        refs: set[str] = set()
-        for _, table in self.iter_tables(["run_id", "image"], listing.shards):
+        for _, table in self.iter_tables(["run_id"], listing.shards):
             run_ids.update(table.column("run_id").to_pylist())
-            refs.update(img["path"] for img in table.column("image").to_pylist() if img and img.get("path"))
+        refs = self.referenced_images(listing.shards) if listing.images else set()
         doomed = [shard_key(s) for s in listing.shards]
         doomed += [k for k in listing.images if k in refs or _png_run_id(self.store, k) in run_ids]
         doomed += [SUMMARY_JSON] if listing.summary_json else []
