@@ -17,7 +17,7 @@ orientation and training augments with flips). Two images are compared in three 
    step 4 (a match >= :data:`EARLY` is verified at once);
 4. verification, in the best orientation (and the second best if it lines up too): align the two
    128x128 grey images (template matching on a coarse band over a few scales, each way round: either
-   image may be the crop of the other), refine the better alignment with ECC (affine, finer band) and
+   image may be the crop of the other), refine the alignments with ECC (affine, finer band; the better one first) and
    take the correlation of the finer band (difference of Gaussians, sigma 0.7 and 2) after alignment,
    0..1; below :data:`VERIFIED`, also of that band blurred (a copy downscaled to ~100 px lacks the
    finest texture), less a small margin.
@@ -61,7 +61,7 @@ SIDE = 128  # verification resolution
 MARGIN = 12  # px left out around the template (tolerates ~9% shifts and crops)
 SCALES = (0.96, 1.0, 1.04, 1.08, 1.12)  # zoom of the other image tried by template matching
 MAX_CANDIDATES = 2  # entries verified per query (best texture match first)
-RERANK = 24  # entries pre-scanned at 32 px in all orientations, best ring cosine first
+RERANK = 48  # entries pre-scanned at 32 px in all orientations, best ring cosine first
 TEXTURE_RANK = 4  # of those, the best by the pre-scan are matched at 64 px (the copied one: first in 97.5%),
 TEXTURE_NEAR = 0.05  # and any other within this of the best (look-alike smooth moles leave several close)
 COARSE_GATE = 0.6  # 64 px texture match needed for a verification (copies >= 0.7, most distinct <= 0.6)
@@ -69,7 +69,6 @@ EARLY = 0.85  # a texture match this strong is verified before the rest of the s
 ECC_ITERATIONS = 10
 LOW_RES_SIGMA = 1.2  # extra blur of the fine band for small copies (0: off)
 LOW_RES_MARGIN = 0.03  # the blurred comparison is less specific: it counts this much less
-WAY_MARGIN = 0.05  # the second way round is refined too when its alignment is this close to the first's
 VERIFIED = 0.94  # a verification at or above this is a copy for sure: no need to try further candidates
 
 LAB_SIDE = 64  # the Lab copy the ring descriptors are computed on
@@ -416,11 +415,12 @@ def copy_similarity(
     a_gray = orient(a.gray, orientation) if orientation else a.gray
     if not both_ways:
         return _gray_similarity(a_gray, b.gray)
-    # either image may be the crop of the other: refine the way round that lines up better first, and
-    # the other only when its alignment is about as good
+    # either image may be the crop of the other: the way round that lines up better is refined first,
+    # the other only when the first is not a sure copy (a coarse alignment score does not tell which
+    # way is right: a copy's wrong way can line up better before refinement)
     ways = sorted((_align(a_gray, b.gray), _align(b.gray, a_gray)), key=lambda al: -al.score)
     s = _refined_similarity(ways[0])
-    if s < VERIFIED and ways[1].score >= ways[0].score - WAY_MARGIN:
+    if s < VERIFIED:
         s = max(s, _refined_similarity(ways[1]))
     return s
 
