@@ -21,6 +21,7 @@ from dermgen.rundir.layout import (
     shard_key,
 )
 from dermgen.rundir.model import AdapterBinding, Binding, RunInfo, ShardSummary, summarise_shard
+from dermgen.rundir.parallel import READ_WORKERS, bounded_map
 from dermgen.rundir.reader import RunDir
 
 __all__ = [
@@ -31,9 +32,11 @@ __all__ = [
     "AdapterBinding",
     "Binding",
     "Listing",
+    "READ_WORKERS",
     "RunDir",
     "RunInfo",
     "ShardSummary",
+    "bounded_map",
     "classify",
     "image_key",
     "parse_image_key",
