@@ -153,3 +153,26 @@ def test_report_streams_counts_and_says_how_many_images_it_shows(big_packed_run,
     assert len(re.findall(r'<figure class="t"', kept)) == 10
     assert f"{len(re.findall('figure class=.t rv', page))} of 2,000 rendered images" in page
     assert f"{ROWS:,d}" in page.split('id="card-generated"', 1)[1][:200]
+
+
+def test_verify_and_inspect_of_an_s3_run_read_in_parallel_agree_with_one_reader(s3_bucket, tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    for i in range(120):
+        label = ("benign", "malignant")[i % 2]
+        (tmp_path / "img" / label).mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(buf, format="PNG")
+        (tmp_path / "img" / label / f"i{i:04d}.png").write_bytes(buf.getvalue())
+    uri = f"s3://{s3_bucket}/run"
+    pack_folder(tmp_path / "img", uri, shard_size=16)
+    rd = RunDir(uri)
+    rd.store.delete(rd.read_shard(rd.shard_ids()[2], ["image"]).column("image").to_pylist()[5]["path"])
+    one, many = verify_run(rd, workers=1), verify_run(rd, workers=8)
+    assert one.to_dict() == many.to_dict() and many.rows == 120 and many.images_checked == 119
+    assert len(many.problems) == 1 and "is missing" in many.problems[0]
+    assert main(["inspect", uri, "--json", "--workers", "8"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rows"] == 120 and {k: v["rows"] for k, v in out["labels"].items()} == {
+        "benign": 60,
+        "malignant": 60,
+    }
