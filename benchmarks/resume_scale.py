@@ -120,7 +120,7 @@ def populate(manifest: Path, output: str, rows_per_shard: int, threads: int, com
     return {"planned": len(plan.shards), "populate_s": round(time.perf_counter() - t0, 1)}
 
 
-def resume(manifest: Path, output: str, rows_per_shard: int) -> dict:
+def resume(manifest: Path, output: str, rows_per_shard: int, compare: list[int]) -> dict:
     """The measured step: prepare_run on the populated prefix, as `dermgen generate` does on resume."""
     from dermgen.run import prepare_run
 
@@ -131,12 +131,15 @@ def resume(manifest: Path, output: str, rows_per_shard: int) -> dict:
     left = len(pending) if pending is not None else None
     from dermgen.rundir import RunDir
 
-    rd = RunDir(prepared.store)  # the parts, timed again on their own (after the measured call)
+    rd = RunDir(prepared.store)  # the listing alone, timed again after the measured call
     t1 = time.perf_counter()
     listed = len(rd.listing().shards)
     t2 = time.perf_counter()
-    rd.shard_summaries()
-    t3 = time.perf_counter()
+    summaries_s = {}  # the shard summaries alone, read `w` at a time (`--compare-workers`)
+    for w in compare:
+        t = time.perf_counter()
+        rd.shard_summaries(workers=w)
+        summaries_s[str(w)] = round(time.perf_counter() - t, 2)
     hwm = next(
         int(line.split()[1])
         for line in Path("/proc/self/status").read_text().splitlines()
@@ -149,7 +152,7 @@ def resume(manifest: Path, output: str, rows_per_shard: int) -> dict:
         "peak_rss_mb": round(hwm / 1024, 1),
         "listing_s": round(t2 - t1, 2),
         "listed": listed,
-        "summaries_s": round(t3 - t2, 2),
+        **({"summaries_s_by_workers": summaries_s} if summaries_s else {}),
     }
 
 
@@ -185,6 +188,11 @@ def main() -> None:
     ap.add_argument("--rows-per-shard", type=int, default=ROWS_PER_SHARD)
     ap.add_argument("--threads", type=int, default=16, help="threads writing the shard objects")
     ap.add_argument("--quick", action="store_true", help="CI smoke: 500 shards")
+    ap.add_argument(
+        "--compare-workers",
+        default="",
+        help="also time the shard summaries alone with these read pools, e.g. 1,8",
+    )
     ap.add_argument("--step", choices=["populate", "resume"], help=argparse.SUPPRESS)
     ap.add_argument("--manifest", help=argparse.SUPPRESS)
     ap.add_argument("--output", help=argparse.SUPPRESS)
@@ -196,7 +204,8 @@ def main() -> None:
         if args.step == "populate":
             out = populate(manifest, args.output, args.rows_per_shard, args.threads, args.commit)
         else:
-            out = resume(manifest, args.output, args.rows_per_shard)
+            compare = [int(w) for w in args.compare_workers.split(",")] if args.compare_workers else []
+            out = resume(manifest, args.output, args.rows_per_shard, compare)
         print(json.dumps(out))
         return
     sizes = [500] if args.quick else [int(s) for s in args.shards.split(",")]
@@ -221,7 +230,7 @@ def main() -> None:
                 common += ["--rows-per-shard", str(args.rows_per_shard), "--threads", str(args.threads)]
                 result = {"shards": n, "rows_per_shard": args.rows_per_shard}
                 result.update(child("populate", env, *common, "--commit", str(n)))
-                result.update(child("resume", env, *common))
+                result.update(child("resume", env, *common, "--compare-workers", args.compare_workers))
                 results.append(result)
                 print(json.dumps(result), file=sys.stderr)
     finally:
