@@ -11,6 +11,9 @@ from collections import Counter, defaultdict
 from pydantic import BaseModel, ConfigDict, Field
 
 from dermgen.errors import VerifyError
+from dermgen.rundir.parallel import READ_WORKERS
+
+_READERS = "objects read at once (shards; PNGs for verify): bounded, so memory stays flat"
 
 
 class _Options(BaseModel):
@@ -20,12 +23,14 @@ class _Options(BaseModel):
 class InspectOptions(_Options):
     uri: str = Field(description="run folder or s3://bucket/prefix")
     as_json: bool = Field(False, alias="json", description="print JSON")
+    workers: int = Field(READ_WORKERS, gt=0, le=256, description=_READERS)
 
 
 class VerifyOptions(_Options):
     uri: str = Field(description="run folder or s3://bucket/prefix")
     as_json: bool = Field(False, alias="json", description="print JSON")
     skip_images: bool = Field(False, description="do not read the PNG objects (faster on S3)")
+    workers: int = Field(READ_WORKERS, gt=0, le=256, description=_READERS)
 
 
 class FilterOptions(_Options):
@@ -45,6 +50,7 @@ class FilterOptions(_Options):
 class ReportOptions(_Options):
     uri: str = Field(description="run folder or s3://bucket/prefix")
     output: str | None = Field(None, description="folder for index.html (default: <uri>/report when local)")
+    workers: int = Field(READ_WORKERS, gt=0, le=256, description=_READERS)
 
 
 class CardOptions(_Options):
@@ -79,7 +85,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     rd = RunDir.open(args.uri)
     info = rd.info()
-    summaries = rd.shard_summaries()
+    summaries = rd.shard_summaries(workers=args.workers)
     per_entry: dict[str, Counter] = defaultdict(Counter)
     per_label: dict[str, Counter] = defaultdict(Counter)
     reasons: Counter = Counter()
@@ -129,7 +135,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         },
         "entries": {k: counts(per_entry[k], targets.get(k, 0)) for k in (targets or sorted(per_entry))},
     }
-    out["skin_tone"] = skin_tone_summary(rd, info.manifest or {})
+    out["skin_tone"] = skin_tone_summary(rd, info.manifest or {}, workers=args.workers)
     if args.json:
         print(json.dumps(out, indent=2, sort_keys=True))
         return 0
@@ -164,7 +170,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from dermgen.rundir import RunDir
     from dermgen.verify import verify_run
 
-    report = verify_run(RunDir(args.uri), check_images=not args.skip_images)
+    report = verify_run(RunDir(args.uri), check_images=not args.skip_images, workers=args.workers)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -199,7 +205,7 @@ def cmd_filter(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from dermgen.report import build_report
 
-    path = build_report(args.uri, args.output)
+    path = build_report(args.uri, args.output, workers=args.workers)
     print(path)
     return 0
 

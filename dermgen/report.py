@@ -7,7 +7,8 @@ score histograms (kept vs dropped), throughput over time, contact sheets of kept
 (a bounded, deterministic sample; drop reasons under each dropped image) and provenance.
 
 The run is read through :func:`dermgen.store.open_store`, so ``s3://`` runs work; each shard's Parquet
-object is read once, and only the sampled images are decoded. Plots use matplotlib's object API (no
+object is read once, one shard at a time (a bounded number in parallel), and only the sampled images
+are decoded: a run of millions of rows is reported in memory that does not grow with it. Plots use matplotlib's object API (no
 pyplot, no global backend switch).
 
 Modules: `report_data` (reading the run), `report_plots` (matplotlib figures as data URIs), `report_html`
@@ -21,7 +22,7 @@ import logging
 from dermgen.errors import ConfigError
 from dermgen.report_data import THUMBS_PER_SHEET, RunData, load_run
 from dermgen.report_html import render_html
-from dermgen.rundir import RunDir
+from dermgen.rundir import READ_WORKERS, RunDir
 from dermgen.store import open_store
 
 log = logging.getLogger(__name__)
@@ -29,11 +30,14 @@ log = logging.getLogger(__name__)
 REPORT_FILE = "index.html"
 
 
-def build_report(uri: str, output: str | None = None, *, per_sheet: int = THUMBS_PER_SHEET) -> str:
+def build_report(
+    uri: str, output: str | None = None, *, per_sheet: int = THUMBS_PER_SHEET, workers: int = READ_WORKERS
+) -> str:
     """Write `<output>/index.html` for the run at `uri`; returns its path (or URL for an s3:// output).
 
     `output` defaults to `<uri>/report/` for a local run and is required for an s3:// run (a local
-    folder or another s3:// prefix).
+    folder or another s3:// prefix). The run is streamed (`load_run`): memory does not grow with it,
+    and `workers` shards and sampled images are read at once.
     """
     rd = RunDir(uri)
     store = rd.store
@@ -48,13 +52,13 @@ def build_report(uri: str, output: str | None = None, *, per_sheet: int = THUMBS
     rd.info()  # StoreError before anything is written if this is not a dermgen run
     out = open_store(output)
     out.check_writable()
-    data = load_run(store, per_sheet)
+    data = load_run(store, per_sheet, workers=workers)
     page = render_html(data).encode()
     out.put(REPORT_FILE, page)
     where = out.local_path(REPORT_FILE) or out.url(REPORT_FILE)
     log.info(
         "report of %d rows (%d + %d thumbnails, %.0f KiB) at %s",
-        len(data.rows),
+        data.stats.rows,
         len(data.kept_sheet),
         len(data.dropped_sheet),
         len(page) / 1024,

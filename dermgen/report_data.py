@@ -1,5 +1,8 @@
-"""What `dermgen report` reads from a run: every row (one pass over the shards), a bounded,
-deterministic sample of thumbnails for the contact sheets, and the images of the review section.
+"""What `dermgen report` reads from a run, in one streamed pass over the shards: counters of every row
+(`RowStats`: per label, entry, sampler, steps, drop reason; score and timing series, all values up to
+``SERIES_MAX`` and a fixed uniform sample beyond), a bounded, deterministic sample of thumbnails for the
+contact sheets, and the images of the review section. Memory does not grow with the run: no row is kept
+beyond the shard being read, except the sampled ones.
 
 The review section shows every rendered image of a run with at most ``REVIEW_MAX`` of them, and a fixed
 sample of ``REVIEW_MAX`` otherwise (half kept, half dropped, the rest from the other side when one side
@@ -13,11 +16,16 @@ import base64
 import hashlib
 import io
 import logging
-from collections import defaultdict
+import math
+import random
+from array import array
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import timezone
 from typing import Any
 
-from dermgen.rundir import RunDir, RunInfo, image_bytes
+from dermgen.filters.names import SCORE_NAMES
+from dermgen.rundir import READ_WORKERS, RunDir, RunInfo, bounded_map, image_bytes
 from dermgen.store import Store
 
 log = logging.getLogger("dermgen.report")
@@ -25,6 +33,7 @@ log = logging.getLogger("dermgen.report")
 THUMBS_PER_SHEET = 48  # images per contact sheet (kept, dropped), spread evenly over labels
 THUMB_SIDE = 128
 REVIEW_MAX = 240  # images in the review section: all of a run with at most this many, else a sample
+SERIES_MAX = 100_000  # values kept per score / timing series: all up to this many, else a uniform sample
 
 _ROW_COLUMNS = (
     "sample_id",
@@ -62,6 +71,96 @@ class Thumb:
     uri: str | None = None  # data: URI of the thumbnail once made
 
 
+class Series:
+    """The values of one numeric series: every value up to `cap`, then a uniform sample of `cap` of them
+    (reservoir sampling with a fixed seed: same run, same sample). `n`, `lo` and `hi` are exact."""
+
+    def __init__(self, cap: int = SERIES_MAX, seed: int = 0) -> None:
+        self.cap = cap
+        self.values = array("d")
+        self.n = 0
+        self.lo = math.inf
+        self.hi = -math.inf
+        self._rng = random.Random(seed)
+
+    def add(self, value: float) -> None:
+        self.n += 1
+        self.lo, self.hi = min(self.lo, value), max(self.hi, value)
+        if len(self.values) < self.cap:
+            self.values.append(value)
+        else:
+            j = self._rng.randrange(self.n)
+            if j < self.cap:
+                self.values[j] = value
+
+    @property
+    def weight(self) -> float:
+        """How many values each kept value stands for (1.0 while every value is kept)."""
+        return self.n / len(self.values) if self.values else 1.0
+
+
+@dataclass
+class RowStats:
+    """Everything the page counts over the rows, added one row at a time (`add`)."""
+
+    rows: int = 0
+    by_label: dict[Any, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    by_entry: dict[Any, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    by_sampler: dict[Any, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    by_steps: dict[Any, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    reasons: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))  # reason -> label
+    scores: dict[str, tuple[Series, Series]] = field(default_factory=dict)  # name -> (kept, dropped)
+    created: Series = field(default_factory=Series)  # created_at, seconds since the epoch (UTC)
+    models: set[tuple] = field(default_factory=set)
+    loras: set[str] = field(default_factory=set)
+    devices: Counter = field(default_factory=Counter)
+    nodes: set = field(default_factory=set)
+    actors: set = field(default_factory=set)
+
+    def add(self, r: dict[str, Any]) -> None:
+        self.rows += 1
+        part = "failed" if r["status"] != "ok" else "kept" if r["kept"] else "dropped"
+        for counts, key in (
+            (self.by_label, r["label"]),
+            (self.by_entry, r["entry_id"]),
+            (self.by_sampler, r.get("sampler")),
+            (self.by_steps, r.get("steps")),
+        ):
+            counts[key]["rows"] += 1
+            counts[key][part] += 1
+        if not r["kept"]:
+            for reason in r.get("drop_reasons") or (["failed"] if r["status"] != "ok" else ["(no reason)"]):
+                self.reasons[reason][r["label"]] += 1
+        if r["status"] == "ok":
+            for name in SCORE_NAMES:
+                v = (r.get("scores") or {}).get(name)
+                if v is None or (isinstance(v, float) and math.isnan(v)):
+                    continue
+                if name not in self.scores:
+                    self.scores[name] = (Series(seed=1), Series(seed=2))
+                self.scores[name][0 if r["kept"] else 1].add(float(v))
+        created = r.get("created_at")
+        if created is not None:
+            if created.tzinfo is None:
+                created = created.replace(tzinfo=timezone.utc)
+            self.created.add(created.timestamp())
+        self.models.add((r.get("model_id"), r.get("model_hash"), r.get("model_sha256")))
+        for lr in r.get("loras") or []:
+            self.loras.add(
+                f"{lr['name'] or lr['path']} × {lr['scale']:.3g} (sha256 {(lr['sha256'] or '?')[:10]})"
+            )
+        self.devices[r.get("device")] += 1
+        self.nodes.add(r.get("node"))
+        self.actors.add(r.get("actor"))
+
+    def totals(self) -> Counter:
+        """kept, dropped, failed over the whole run."""
+        out: Counter = Counter()
+        for c in self.by_label.values():
+            out.update({k: c[k] for k in ("kept", "dropped", "failed")})
+        return out
+
+
 @dataclass
 class RunData:
     """Everything the page shows, read from one run."""
@@ -69,7 +168,7 @@ class RunData:
     uri: str
     run: dict[str, Any]
     summary: dict[str, Any] | None
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    stats: RowStats = field(default_factory=RowStats)
     shards: int = 0
     shards_planned: int | None = None
     kept_sheet: list[Thumb] = field(default_factory=list)
@@ -77,6 +176,9 @@ class RunData:
     dropped_unsaved: int = 0
     unreadable: dict[str, int] = field(default_factory=dict)  # "kept"/"dropped" -> sampled images unread
     skin_tone_html: str = ""  # the skin-tone section (dermgen.skintone_report)
+    sheet_pools: dict[tuple[bool, str], int] = field(
+        default_factory=dict
+    )  # (kept, label) -> images with a PNG
     review: list[Thumb] = field(default_factory=list)  # images a person can flip keep/drop on
     reviewable: int = 0  # rendered images with a readable PNG (the review shows all or a sample)
 
@@ -93,22 +195,35 @@ def _planned_shards(info: RunInfo) -> int | None:
         return None
 
 
-def load_run(store: Store, per_sheet: int = THUMBS_PER_SHEET, review: int = REVIEW_MAX) -> RunData:
-    """Read run.json, summary.json and every committed row; sample `per_sheet` kept and dropped images
-    for the contact sheets and up to `review` images for the review section (module doc)."""
+def load_run(
+    store: Store,
+    per_sheet: int = THUMBS_PER_SHEET,
+    review: int = REVIEW_MAX,
+    *,
+    workers: int = READ_WORKERS,
+) -> RunData:
+    """Read run.json, summary.json and every committed row, one shard at a time (`workers` shards and
+    thumbnail images read at once); count the rows, sample `per_sheet` kept and dropped images for the
+    contact sheets and up to `review` images for the review section (module doc)."""
+    from dermgen.skintone_report import SkinToneSample
+
     rd = RunDir(store)
     info = rd.info()
     run = info.model_dump(mode="json")
     data = RunData(store.uri, run, rd.summary(), shards_planned=_planned_shards(info))
+    tones = SkinToneSample()
     pools: dict[tuple[bool, str], list[Thumb]] = defaultdict(list)
     review_pools: dict[bool, list[Thumb]] = {True: [], False: []}
-    for _, table in rd.iter_tables():
+    pool_sizes: Counter = Counter()
+    for _, table in rd.iter_tables(workers=workers):
         data.shards += 1
         cols = [c for c in _ROW_COLUMNS if c in table.column_names]
         rows = table.select(cols).to_pylist()
         images = table.column("image").to_pylist() if "image" in table.column_names else [None] * len(rows)
+        del table
         for row, img in zip(rows, images, strict=True):
-            data.rows.append(row)
+            data.stats.add(row)
+            tones.add(row)
             if row["status"] != "ok":
                 continue
             if not img or not (img.get("bytes") or img.get("path")):
@@ -117,6 +232,7 @@ def load_run(store: Store, per_sheet: int = THUMBS_PER_SHEET, review: int = REVI
             data.reviewable += 1
             thumb = Thumb(_rank(row["sample_id"]), row, img.get("bytes"), img.get("path"))
             pools[(bool(row["kept"]), row["label"])].append(thumb)
+            pool_sizes[(bool(row["kept"]), row["label"])] += 1
             review_pools[bool(row["kept"])].append(thumb)
         for pool in pools.values():  # keep memory bounded: only the best-ranked candidates survive
             pool.sort(key=lambda t: t.rank)
@@ -124,13 +240,13 @@ def load_run(store: Store, per_sheet: int = THUMBS_PER_SHEET, review: int = REVI
         for pool in review_pools.values():
             pool.sort(key=lambda t: t.rank)
             del pool[review:]
+    data.sheet_pools = dict(pool_sizes)
     made: dict[str, Thumb] = {}  # sample_id -> thumbnail already made (sheets and review share them)
     for kept in (True, False):
         by_label = {label: pool for (k, label), pool in sorted(pools.items()) if k == kept}
         sheet = _balanced(by_label, per_sheet)
-        for t in sheet:
-            _make_thumb(store, t)
-            made[t.row["sample_id"]] = t
+        _make_thumbs(store, sheet, workers)
+        made.update((t.row["sample_id"], t) for t in sheet)
         data.unreadable["kept" if kept else "dropped"] = sum(t.uri is None for t in sheet)
         sheet = [t for t in sheet if t.uri is not None]
         if kept:
@@ -141,12 +257,10 @@ def load_run(store: Store, per_sheet: int = THUMBS_PER_SHEET, review: int = REVI
     for t in data.review:
         if t.row["sample_id"] in made:
             t.uri = made[t.row["sample_id"]].uri
-        else:
-            _make_thumb(store, t)
+            t.data = None
+    _make_thumbs(store, [t for t in data.review if t.uri is None and t.row["sample_id"] not in made], workers)
     data.review = [t for t in data.review if t.uri is not None]
-    from dermgen.skintone_report import skin_tone_html
-
-    data.skin_tone_html = skin_tone_html(store, data.rows, run.get("manifest") or {})
+    data.skin_tone_html = tones.html(store, run.get("manifest") or {}, workers=workers)
     return data
 
 
@@ -173,11 +287,22 @@ def _balanced(by_label: dict[str, list[Thumb]], n: int) -> list[Thumb]:
     return [t for label in sorted(picked) for t in sorted(picked[label], key=lambda t: t.row["sample_id"])]
 
 
+def _make_thumbs(store: Store, thumbs: list[Thumb], workers: int) -> None:
+    """Make the thumbnails of `thumbs` (their images read and decoded `workers` at once)."""
+    for _ in bounded_map(lambda t: _make_thumb(store, t), thumbs, workers):
+        pass
+
+
+def _image_bytes(store: Store, thumb: Thumb) -> bytes:
+    """The encoded image of a sampled row: the bytes in its row, else the object at its path."""
+    return image_bytes(store, {"bytes": thumb.data, "path": thumb.path}) or b""  # either layout
+
+
 def _make_thumb(store: Store, thumb: Thumb) -> None:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        raw = image_bytes(store, {"bytes": thumb.data, "path": thumb.path}) or b""  # either layout
+        raw = _image_bytes(store, thumb)
         with Image.open(io.BytesIO(raw)) as im:
             im = im.convert("RGB")
             im = im.resize((THUMB_SIDE, round(THUMB_SIDE * im.height / max(1, im.width))), Image.LANCZOS)

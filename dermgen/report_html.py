@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
-import math
-from collections import Counter, defaultdict
+from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
@@ -79,20 +78,6 @@ def _pct(num: int, den: int) -> str:
     return f"{100 * num / den:.1f}%" if den else "-"
 
 
-def _tally(rows: list[dict[str, Any]], key) -> dict[Any, Counter]:
-    out: dict[Any, Counter] = defaultdict(Counter)
-    for r in rows:
-        c = out[key(r)]
-        c["rows"] += 1
-        if r["status"] != "ok":
-            c["failed"] += 1
-        elif r["kept"]:
-            c["kept"] += 1
-        else:
-            c["dropped"] += 1
-    return dict(out)
-
-
 def _count_rows(counts: dict[Any, Counter], keys: list[Any], targets: dict[Any, int] | None) -> list[list]:
     out = []
     for k in keys:
@@ -128,12 +113,12 @@ def _sheet(thumbs: list[Thumb], dropped: bool) -> str:
 
 
 def _provenance(data: RunData) -> str:
-    run, rows = data.run, data.rows
-    b = run.get("binding", {})
+    run, stats = data.run, data.stats
+    b = run.get("binding") or {}
     env = run.get("environment", {})
     cfg = run.get("config", {})
-    manifest = run.get("manifest", {})
-    models = sorted({(r.get("model_id"), r.get("model_hash"), r.get("model_sha256")) for r in rows}, key=str)
+    manifest = run.get("manifest") or {}
+    models = sorted(stats.models, key=str)
     model_txt = "; ".join(f"{m} ({h or '?'}, sha256 {(s or '?')[:16]}…)" for m, h, s in models)
     loras: set[str] = set()
     for lr in b.get("loras") or []:
@@ -141,11 +126,9 @@ def _provenance(data: RunData) -> str:
     for e in manifest.get("entries", []):
         for lr in e.get("loras") or []:
             loras.add(f"{lr.get('path')} × {lr.get('scale')} (entry {e.get('id')})")
-    for r in rows:
-        for lr in r.get("loras") or []:
-            loras.add(f"{lr['name'] or lr['path']} × {lr['scale']:.3g} (sha256 {(lr['sha256'] or '?')[:10]})")
+    loras |= stats.loras
     filt = b.get("filter", {})
-    devices = Counter(r.get("device") for r in rows)
+    devices = stats.devices
     items = [
         ("run id", run.get("run_id")),
         (
@@ -173,7 +156,7 @@ def _provenance(data: RunData) -> str:
             f"{cfg.get('batch_size')} / {cfg.get('dtype')} / {cfg.get('device') or 'auto'}",
         ),
         ("devices", ", ".join(f"{d} ×{n}" for d, n in sorted(devices.items(), key=str)) or "-"),
-        ("nodes / actors", f"{len({r.get('node') for r in rows})} / {len({r.get('actor') for r in rows})}"),
+        ("nodes / actors", f"{len(stats.nodes)} / {len(stats.actors)}"),
         ("dermgen", f"{env.get('dermgen_version', '?')}, git {env.get('git_commit') or 'unknown'}"),
         ("python / platform", f"{env.get('python', '?')} / {env.get('platform', '?')}"),
     ]
@@ -188,14 +171,13 @@ def _provenance(data: RunData) -> str:
 
 def render_html(data: RunData) -> str:
     """The whole page as one string."""
-    run, rows, summary = data.run, data.rows, data.summary
+    run, stats, summary = data.run, data.stats, data.summary
+    rows = stats.rows  # how many rows the run holds (counted, never kept)
     targets_label: dict[str, int] = run.get("targets_by_label") or {}
     targets_entry: dict[str, int] = run.get("targets") or {}
-    entry_label = {e["id"]: e.get("label") for e in run.get("manifest", {}).get("entries", [])}
-    by_label = _tally(rows, lambda r: r["label"])
-    by_entry = _tally(rows, lambda r: r["entry_id"])
-    by_sampler = _tally(rows, lambda r: r["sampler"])
-    by_steps = _tally(rows, lambda r: r["steps"])
+    entry_label = {e["id"]: e.get("label") for e in (run.get("manifest") or {}).get("entries", [])}
+    by_label, by_entry = dict(stats.by_label), dict(stats.by_entry)
+    by_sampler, by_steps = dict(stats.by_sampler), dict(stats.by_steps)
     kept = sum(c["kept"] for c in by_label.values())
     dropped = sum(c["dropped"] for c in by_label.values())
     failed = sum(c["failed"] for c in by_label.values())
@@ -212,8 +194,8 @@ def render_html(data: RunData) -> str:
     rate = (summary or {}).get("images_per_s")
     cards = [
         ("kept", f"{kept:,d} / {target:,d}", "ok" if target and kept >= target else ""),
-        ("generated", f"{len(rows):,d}", ""),
-        ("dropped", f"{dropped:,d} ({_pct(dropped, len(rows))})", "bad" if dropped else ""),
+        ("generated", f"{rows:,d}", ""),
+        ("dropped", f"{dropped:,d} ({_pct(dropped, rows)})", "bad" if dropped else ""),
         ("failed", f"{failed:,d}", "bad" if failed else ""),
         (
             "shards committed",
@@ -255,11 +237,7 @@ def render_html(data: RunData) -> str:
     )
 
     # drop reasons
-    reasons: dict[str, Counter] = defaultdict(Counter)
-    for r in rows:
-        if not r["kept"]:
-            for reason in r.get("drop_reasons") or (["failed"] if r["status"] != "ok" else ["(no reason)"]):
-                reasons[reason][r["label"]] += 1
+    reasons: dict[str, Counter] = dict(stats.reasons)
     if reasons:
         reason_rows = [
             [reason, f"{sum(c.values()):,d}"]
@@ -268,7 +246,7 @@ def render_html(data: RunData) -> str:
             for reason, c in sorted(reasons.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
         ]
         drops_html = (
-            f"<p>{kept:,d} kept, {dropped:,d} dropped, {failed:,d} failed of {len(rows):,d} generated.</p>"
+            f"<p>{kept:,d} kept, {dropped:,d} dropped, {failed:,d} failed of {rows:,d} generated.</p>"
             f"<div class='row'><div id='reasons-table'>"
             f"{_table(['reason', 'images'] + labels + ['% of dropped'], reason_rows)}</div>"
             f"{_img(plot_reasons(reasons, labels), 'drop reasons')}</div>"
@@ -277,20 +255,15 @@ def render_html(data: RunData) -> str:
         drops_html = f"<p>No image was dropped: all {kept:,d} generated images were kept.</p>"
     else:
         drops_html = empty
-    entry_drop = (run.get("binding", {}).get("filter") or {}).get("spec")
+    entry_drop = ((run.get("binding") or {}).get("filter") or {}).get("spec")
     if entry_drop == "none":
         drops_html += '<p class="note">The filter was off for this run (<code>--filter none</code>).</p>'
 
     # scores
     plots = []
     for name in SCORE_NAMES:
-        k_vals, d_vals = [], []
-        for r in rows:
-            v = (r.get("scores") or {}).get(name)
-            if v is None or (isinstance(v, float) and math.isnan(v)) or r["status"] != "ok":
-                continue
-            (k_vals if r["kept"] else d_vals).append(float(v))
-        if k_vals or d_vals:
+        if name in stats.scores:
+            k_vals, d_vals = stats.scores[name]
             plots.append(f"<div>{_img(plot_score(name, k_vals, d_vals), f'score {name}')}</div>")
     scores_html = (
         f'<div class="plots">{"".join(plots)}</div>'
@@ -300,22 +273,34 @@ def render_html(data: RunData) -> str:
 
     # throughput
     timeline = (summary or {}).get("timeline") or []
-    created = [r["created_at"] for r in rows if r.get("created_at") is not None]
-    created = [c if c.tzinfo else c.replace(tzinfo=timezone.utc) for c in created]
+    created = stats.created
     tp = plot_throughput(timeline, created)
     tp_html = _img(tp, "throughput") if tp else '<p class="note">No timing data yet.</p>'
-    if created:
-        span = (max(created) - min(created)).total_seconds()
+    if created.n:
+        first = datetime.fromtimestamp(created.lo, timezone.utc)
+        last = datetime.fromtimestamp(created.hi, timezone.utc)
+        span = created.hi - created.lo
         tp_html += (
-            f'<p class="note">rows created between {min(created):%Y-%m-%d %H:%M:%S} and '
-            f"{max(created):%H:%M:%S} UTC ({span / 60:.1f} min)"
-            + (f"; {len(rows) / span:.2f} img/s" if span > 0 else "")
+            f'<p class="note">rows created between {first:%Y-%m-%d %H:%M:%S} and '
+            f"{last:%H:%M:%S} UTC ({span / 60:.1f} min)"
+            + (f"; {rows / span:.2f} img/s" if span > 0 else "")
             + "</p>"
         )
 
     # contact sheets
     def sheet_note(thumbs: list[Thumb], pool: int, what: str) -> str:
-        return f'<p class="note">{len(thumbs)} of {pool:,d} {what} images, a fixed sample (same run, same images).</p>'
+        shown = Counter(t.row["label"] for t in thumbs)
+        kept_side = what == "kept"
+        per_label = [
+            f"{shown[label]:,d} of {n:,d} {label}"
+            for (k, label), n in sorted(data.sheet_pools.items())
+            if k == kept_side and len(data.sheet_pools) > 1
+        ]
+        return (
+            f'<p class="note">{len(thumbs)} of {pool:,d} {what} images, a fixed sample (same run, same images)'
+            + (f": {', '.join(per_label)}" if len(per_label) > 1 else "")
+            + ".</p>"
+        )
 
     kept_html = (
         sheet_note(data.kept_sheet, kept, "kept") + _sheet(data.kept_sheet, False)
@@ -363,7 +348,7 @@ def render_html(data: RunData) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<link rel="icon" href="data:,"><title>{_e(title)}</title><style>{CSS}{REVIEW_CSS}</style></head><body>'
         f"<header><h1>{_e(title)}</h1><div class='sub'>{_e(data.uri)} · manifest "
-        f"{_e(run.get('manifest', {}).get('name', '?'))} · {_e(status)}</div></header>"
+        f"{_e((run.get('manifest') or {}).get('name', '?'))} · {_e(status)}</div></header>"
         f"<nav>{nav}</nav><main>{body}</main>"
         f"<footer>made by dermgen {_e(__version__)} on {now}</footer>"
         + (f"<script>{review_script}</script>" if review_script else "")

@@ -6,10 +6,12 @@ import base64
 import io
 import logging
 from collections import Counter
-from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dermgen.errors import missing_dependency
+
+if TYPE_CHECKING:
+    from dermgen.report_data import Series
 
 log = logging.getLogger("dermgen.report")
 
@@ -99,21 +101,25 @@ def plot_breakdown(title: str, counts: dict[Any, Counter]) -> str | None:
     return _png_uri(fig)
 
 
-def plot_score(name: str, kept: list[float], dropped: list[float]) -> str:
-    """Overlaid histograms of one score for kept and dropped images, on shared bins."""
+def plot_score(name: str, kept: Series, dropped: Series) -> str:
+    """Overlaid histograms of one score for kept and dropped images, on shared bins. A series sampled
+    beyond its cap (`Series`) is drawn with weights, so the bars still count images."""
     import numpy as np
 
-    values = np.asarray(kept + dropped, dtype=float)
+    values = np.concatenate([np.asarray(kept.values, dtype=float), np.asarray(dropped.values, dtype=float)])
     lo, hi = float(values.min()), float(values.max())
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, hi + 0.5
     bins = np.linspace(lo, hi, 31)
     fig = _figure(3.6, 2.5)
     ax = fig.add_subplot()
-    if kept:
-        ax.hist(kept, bins=bins, color=COLOURS["kept"], alpha=0.6, label=f"kept ({len(kept)})")
-    if dropped:
-        ax.hist(dropped, bins=bins, color=COLOURS["dropped"], alpha=0.6, label=f"dropped ({len(dropped)})")
+    for series, part in ((kept, "kept"), (dropped, "dropped")):
+        if series.n:
+            vals = np.asarray(series.values, dtype=float)
+            weights = np.full(len(vals), series.weight) if series.weight != 1.0 else None
+            ax.hist(
+                vals, bins=bins, weights=weights, color=COLOURS[part], alpha=0.6, label=f"{part} ({series.n})"
+            )
     ax.set_title(name)
     ax.set_ylabel("images")
     _integer_axis(ax.yaxis)
@@ -121,9 +127,10 @@ def plot_score(name: str, kept: list[float], dropped: list[float]) -> str:
     return _png_uri(fig)
 
 
-def plot_throughput(timeline: list[list[float]], created: list[datetime]) -> str | None:
-    """Cumulative images over time (progress timeline and row timestamps) and images per minute."""
-    if not timeline and not created:
+def plot_throughput(timeline: list[list[float]], created: Series) -> str | None:
+    """Cumulative images over time (progress timeline and row timestamps, seconds since the epoch) and
+    images per minute; a sampled series (`Series`) is drawn with weights."""
+    if not timeline and not created.n:
         return None
     fig = _figure(9, 3.0)
     ax, ax2 = fig.subplots(1, 2)
@@ -131,14 +138,22 @@ def plot_throughput(timeline: list[list[float]], created: list[datetime]) -> str
         xs = [0.0] + [float(t) / 60 for t, _ in timeline]
         ys = [0] + [int(n) for _, n in timeline]
         ax.step(xs, ys, where="post", color="#1565c0", label="progress (summary.json, last session)")
-    if created:
-        ts = sorted(created)
-        t0 = ts[0]
-        mins = [(t - t0).total_seconds() / 60 for t in ts]
-        ax.step(mins, range(1, len(mins) + 1), where="post", color="#ef6c00", label="rows by created_at")
+    if created.n:
+        ts = sorted(created.values)
+        t0, w = created.lo, created.weight
+        mins = [(t - t0) / 60 for t in ts]
+        ax.step(
+            mins,
+            [w * (i + 1) for i in range(len(mins))],
+            where="post",
+            color="#ef6c00",
+            label="rows by created_at",
+        )
         span = max(mins[-1], 1e-6)
-        n_bins = max(1, min(40, len(mins) // 4))
-        ax2.hist(mins, bins=n_bins, color="#ef6c00", edgecolor="white", weights=[n_bins / span] * len(mins))
+        n_bins = max(1, min(40, created.n // 4))
+        ax2.hist(
+            mins, bins=n_bins, color="#ef6c00", edgecolor="white", weights=[w * n_bins / span] * len(mins)
+        )
         ax2.set_title("images per minute (created_at)")
         ax2.set_xlabel("minutes since first row")
     else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -25,9 +25,11 @@ __all__ = [
     "UNMEASURED",
     "distribution_status",
     "format_tone_table",
+    "iter_tone_rows",
     "read_tone_rows",
     "skin_tone_reasons",
     "skin_tone_summary",
+    "ToneTally",
     "tone_counts",
     "tone_of_row",
 ]
@@ -85,51 +87,69 @@ def tone_of_row(row: Mapping[str, Any]) -> str:
     return tone or UNMEASURED
 
 
-def read_tone_rows(store: Any, extra: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """The committed rows of a run, only the columns the skin-tone counts need and ``extra`` ones.
+def iter_tone_rows(store: Any, extra: Sequence[str] = (), workers: int = 1) -> Iterator[dict[str, Any]]:
+    """The committed rows of a run, one shard at a time, with only the columns the skin-tone counts need
+    and ``extra`` ones (`workers` shards read at once).
 
     Columns a shard lacks (runs made before skin tone was measured) are null in its rows.
     """
     from dermgen.rundir import RunDir
 
     rd = store if isinstance(store, RunDir) else RunDir(store)
-    rows: list[dict[str, Any]] = []
-    for _, table in rd.iter_tables(list(dict.fromkeys((*_COLUMNS, *extra)))):
-        rows.extend(table.to_pylist())
-    return rows
+    for _, table in rd.iter_tables(list(dict.fromkeys((*_COLUMNS, *extra))), workers=workers):
+        yield from table.to_pylist()
+
+
+def read_tone_rows(store: Any, extra: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """`iter_tone_rows` as a list (small runs: the dataset card)."""
+    return list(iter_tone_rows(store, extra))
+
+
+class ToneTally:
+    """The counts of `tone_counts`, added one row at a time (memory: one counter per label, entry, group)."""
+
+    def __init__(self) -> None:
+        self.labels: dict[str, Counter[str]] = defaultdict(Counter)
+        self.entries: dict[str, Counter[str]] = defaultdict(Counter)
+        self.dropped: Counter[str] = Counter()
+        self.dropped_groups: dict[str, Counter[str]] = defaultdict(Counter)
+
+    def add(self, r: Mapping[str, Any]) -> None:
+        if r.get("status", "ok") != "ok":
+            return
+        tone = tone_of_row(r)
+        if r.get("kept"):
+            self.labels[r["label"]][tone] += 1
+            self.entries[r["entry_id"]][tone] += 1
+        elif SKIN_TONE_REASON in (r.get("drop_reasons") or []):
+            self.dropped[r["entry_id"]] += 1
+            self.dropped_groups[r["entry_id"]][tone] += 1
+
+    def counts(self) -> dict[str, Any]:
+        order = {g: i for i, g in enumerate((*SKIN_TONES, UNMEASURED))}
+
+        def ordered(c: Counter[str]) -> dict[str, int]:
+            return {g: c[g] for g in sorted(c, key=lambda g: order.get(g, len(order)))}
+
+        return {
+            "groups": list(SKIN_TONES),
+            "kept_by_label": {k: ordered(v) for k, v in sorted(self.labels.items())},
+            "kept_by_entry": {k: ordered(v) for k, v in sorted(self.entries.items())},
+            "dropped_skin_tone_by_entry": dict(sorted(self.dropped.items())),
+            "dropped_skin_tone_groups": {k: ordered(v) for k, v in sorted(self.dropped_groups.items())},
+        }
 
 
 def tone_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Kept images per label x group and per entry x group, and per entry the ``skin_tone`` drops.
 
-    Groups are listed lightest first, then ``unmeasured``; only groups that occur appear.
+    Groups are listed lightest first, then ``unmeasured``; only groups that occur appear. `rows` may be
+    a generator (it is read once).
     """
-    labels: dict[str, Counter[str]] = defaultdict(Counter)
-    entries: dict[str, Counter[str]] = defaultdict(Counter)
-    dropped: Counter[str] = Counter()
-    dropped_groups: dict[str, Counter[str]] = defaultdict(Counter)
+    tally = ToneTally()
     for r in rows:
-        if r.get("status", "ok") != "ok":
-            continue
-        tone = tone_of_row(r)
-        if r.get("kept"):
-            labels[r["label"]][tone] += 1
-            entries[r["entry_id"]][tone] += 1
-        elif SKIN_TONE_REASON in (r.get("drop_reasons") or []):
-            dropped[r["entry_id"]] += 1
-            dropped_groups[r["entry_id"]][tone] += 1
-    order = {g: i for i, g in enumerate((*SKIN_TONES, UNMEASURED))}
-
-    def ordered(c: Counter[str]) -> dict[str, int]:
-        return {g: c[g] for g in sorted(c, key=lambda g: order.get(g, len(order)))}
-
-    return {
-        "groups": list(SKIN_TONES),
-        "kept_by_label": {k: ordered(v) for k, v in sorted(labels.items())},
-        "kept_by_entry": {k: ordered(v) for k, v in sorted(entries.items())},
-        "dropped_skin_tone_by_entry": dict(sorted(dropped.items())),
-        "dropped_skin_tone_groups": {k: ordered(v) for k, v in sorted(dropped_groups.items())},
-    }
+        tally.add(r)
+    return tally.counts()
 
 
 def distribution_status(manifest: Any, counts: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -167,9 +187,10 @@ def distribution_status(manifest: Any, counts: Mapping[str, Any]) -> list[dict[s
     return out
 
 
-def skin_tone_summary(store: Any, manifest: Any) -> dict[str, Any]:
-    """The ``skin_tone`` section of summary.json (and of ``dermgen inspect --json``)."""
-    counts = tone_counts(read_tone_rows(store))
+def skin_tone_summary(store: Any, manifest: Any, workers: int = 1) -> dict[str, Any]:
+    """The ``skin_tone`` section of summary.json (and of ``dermgen inspect --json``), streamed over the
+    shards (`workers` read at once)."""
+    counts = tone_counts(iter_tone_rows(store, workers=workers))
     counts["distribution"] = distribution_status(manifest, counts)
     counts["distribution_met"] = all(d["met"] for d in counts["distribution"])
     return counts

@@ -13,7 +13,7 @@ import html
 import io
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from dermgen.shards import image_key
@@ -21,12 +21,12 @@ from dermgen.skintone import (
     SKIN_TONE_BOUNDS,
     SKIN_TONES,
     UNMEASURED,
+    ToneTally,
     distribution_status,
-    tone_counts,
     tone_of_row,
 )
 
-__all__ = ["PER_GROUP", "skin_tone_html"]
+__all__ = ["PER_GROUP", "SkinToneSample", "skin_tone_html"]
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +77,51 @@ def _group_title(group: str) -> str:
     return f"{group} ({span})"
 
 
+def _rank(sample_id: str) -> str:
+    return hashlib.sha256(sample_id.encode()).hexdigest()
+
+
+class SkinToneSample:
+    """The section's counts and, per skin-tone group, the best-ranked `per_group` kept rows, added one
+    row at a time (memory: counters and `per_group` rows per group, however large the run)."""
+
+    def __init__(self, per_group: int = PER_GROUP) -> None:
+        self.per_group = per_group
+        self.tally = ToneTally()
+        self.pools: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+        self.pool_sizes: dict[str, int] = defaultdict(int)
+
+    def add(self, r: Mapping[str, Any]) -> None:
+        self.tally.add(r)
+        if r.get("status") == "ok" and r.get("kept") and r.get("attempt_id"):
+            group = tone_of_row(r)
+            self.pool_sizes[group] += 1
+            pool = self.pools[group]
+            pool.append((_rank(r["sample_id"]), dict(r)))
+            if len(pool) > 4 * self.per_group:
+                pool.sort(key=lambda p: p[0])
+                del pool[self.per_group :]
+
+    def html(self, store: Any, manifest: Mapping[str, Any], workers: int = 1) -> str:
+        """The section's HTML (only the sampled images are read, `workers` at once)."""
+        return _section(store, self, manifest, workers)
+
+
 def skin_tone_html(
-    store: Any, rows: list[dict[str, Any]], manifest: Mapping[str, Any], per_group: int = PER_GROUP
+    store: Any, rows: Iterable[Mapping[str, Any]], manifest: Mapping[str, Any], per_group: int = PER_GROUP
 ) -> str:
     """The section's HTML; ``rows`` need sample_id, attempt_id, entry_id, label, status, kept, drop_reasons
     and skin_tone or scores (rows of runs made before skin tone was measured show as unmeasured)."""
-    counts = tone_counts(rows)
+    sample = SkinToneSample(per_group)
+    for r in rows:
+        sample.add(r)
+    return sample.html(store, manifest)
+
+
+def _section(store: Any, sample: SkinToneSample, manifest: Mapping[str, Any], workers: int) -> str:
+    from dermgen.rundir import bounded_map
+
+    counts = sample.tally.counts()
     measured = any(set(c) - {UNMEASURED} for c in counts["kept_by_label"].values())
     if not measured and not counts["dropped_skin_tone_by_entry"]:
         return '<p class="note">No kept image yet, or skin tone was not measured (filter off).</p>'
@@ -143,15 +182,10 @@ def skin_tone_html(
             + "</div>"
         )
     # one contact sheet per group: the best-ranked kept images, spread over labels in rank order
-    pools: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        if r.get("status") == "ok" and r.get("kept") and r.get("attempt_id"):
-            pools[tone_of_row(r)].append(r)
     for group in (g for g in used if g != UNMEASURED):  # unmeasured images are on the kept sheet already
-        pool = sorted(pools.get(group, []), key=lambda r: hashlib.sha256(r["sample_id"].encode()).hexdigest())
+        pool = [r for _, r in sorted(sample.pools.get(group, []), key=lambda p: p[0])[: sample.per_group]]
         figs = []
-        for r in pool[:per_group]:
-            uri = _thumb(store, r)
+        for r, uri in bounded_map(lambda r: _thumb(store, r), pool, workers):
             if uri is None:
                 continue
             figs.append(
@@ -159,7 +193,8 @@ def skin_tone_html(
                 f"<figcaption><span>{_e(r['entry_id'])}</span></figcaption></figure>"
             )
         parts.append(
-            f"<h3 id='skin-tone-sheet-{_e(group)}'>{_e(_group_title(group))}: {len(figs)} of {len(pool)} kept</h3>"
+            f"<h3 id='skin-tone-sheet-{_e(group)}'>{_e(_group_title(group))}: {len(figs)} of "
+            f"{sample.pool_sizes.get(group, 0):,d} kept</h3>"
             f'<div class="sheet">{"".join(figs)}</div>'
         )
     return "".join(parts)

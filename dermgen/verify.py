@@ -12,6 +12,9 @@ included) is still committed and no other shard appeared. Every problem is repor
 from __future__ import annotations
 
 import logging
+import re
+from array import array
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,11 +23,13 @@ from dermgen.hashing import sha256_bytes
 from dermgen.plan import Sample, make_shard
 from dermgen.rundir import (
     IMAGES_PREFIX,
+    READ_WORKERS,
     RUN_JSON,
     SHARDS_PREFIX,
     SUMMARY_JSON,
     RunDir,
     RunInfo,
+    bounded_map,
     layout_problem,
     parse_shard_id,
     shard_key,
@@ -102,7 +107,59 @@ def _row_vs_plan(key: str, r: dict[str, Any], want: Sample, info: RunInfo) -> li
     return out
 
 
-def verify_run(store: Store | RunDir, *, check_images: bool = True) -> VerifyReport:
+_SAMPLE_ID_RE = re.compile(r"^(?P<entry>.+)-(?P<index>\d{7})$")
+
+
+class SeenSamples:
+    """Which shard first held each sample id, in about 4 bytes a row (verify's one O(rows) structure).
+
+    Ids of the run's naming (`<entry>-<index:07d>`) are kept per entry as an array of shard ordinals
+    (index -> ordinal + 1, 0 = not seen); any other id falls back to a dict.
+    """
+
+    def __init__(self) -> None:
+        self._by_entry: dict[str, array] = {}
+        self._other: dict[str, int] = {}
+
+    def add(self, sample_id: str, ordinal: int) -> int | None:
+        """Record `sample_id` in shard `ordinal`; the ordinal of the shard that held it first, if any."""
+        m = _SAMPLE_ID_RE.match(sample_id)
+        if m is None:
+            if sample_id in self._other:
+                return self._other[sample_id]
+            self._other[sample_id] = ordinal
+            return None
+        slots = self._by_entry.setdefault(m["entry"], array("i"))
+        index = int(m["index"])
+        if index >= len(slots):
+            slots.frombytes(bytes(4 * (index + 1 - len(slots))))
+        if slots[index]:
+            return slots[index] - 1
+        slots[index] = ordinal + 1
+        return None
+
+
+def _png_sha256(store: Store, path: str) -> str | None:
+    """sha256 of the PNG object at `path`, None if it is missing (read by verify's bounded pool)."""
+    try:
+        return sha256_bytes(store.get(path))
+    except KeyError:
+        return None
+
+
+def _read_raw(rd: RunDir, shard_id: str) -> Any:
+    """The shard's table as stored, or the exception that reading it raised (reported, not fatal)."""
+    try:
+        return rd.read_shard(shard_id, raw=True)
+    except Exception as exc:  # noqa: BLE001
+        return exc
+
+
+def verify_run(
+    store: Store | RunDir, *, check_images: bool = True, workers: int = READ_WORKERS
+) -> VerifyReport:
+    """Check the run (module doc). Streams: one shard's rows at a time, `workers` shard and PNG reads
+    at once; beyond the listing it keeps only ~4 bytes per sample id and a flag per listed PNG."""
     rd = store if isinstance(store, RunDir) else RunDir(store)
     report = VerifyReport(rd.uri)
     rd.store.check_readable()  # a missing folder or bucket is a store problem (exit 3), not a finding
@@ -131,16 +188,17 @@ def verify_run(store: Store | RunDir, *, check_images: bool = True) -> VerifyRep
     for k in listing.temps:
         report.problems.append(f"{k}: leftover temp file of an interrupted write")
 
-    seen: dict[str, str] = {}
-    referenced: set[str] = set()
+    seen = SeenSamples()
+    listed_images = listing.images  # sorted; a row's PNG marks its slot in `referenced`
+    referenced = bytearray(len(listed_images))
     committed = listing.shards
     report.shards = len(committed)
     model_ident: tuple | None = None
-    for shard_id in committed:
+    tables = bounded_map(lambda sid: _read_raw(rd, sid), committed, workers)
+    for ordinal, (shard_id, table) in enumerate(tables):
         key = shard_key(shard_id)
-        try:
-            table = rd.read_shard(shard_id, raw=True)
-        except Exception as exc:  # noqa: BLE001
+        if isinstance(table, Exception):
+            exc = table
             report.problems.append(f"{key}: unreadable Parquet ({type(exc).__name__}: {str(exc)[:120]})")
             continue
         diff = schema_problems(table.schema)
@@ -168,11 +226,12 @@ def verify_run(store: Store | RunDir, *, check_images: bool = True) -> VerifyRep
                 }
             except KeyError:
                 report.problems.append(f"{key}: entry {entry_id!r} is not in the run's manifest")
+        pngs: list[tuple[str, str, str]] = []  # (path, image_sha256, sample_id) of this shard's rows
         for r in rows:
             sid = r["sample_id"]
-            if sid in seen:
-                report.problems.append(f"{key}: duplicate sample_id {sid} (also in shard {seen[sid]})")
-            seen.setdefault(sid, shard_id)
+            first = seen.add(sid, ordinal)
+            if first is not None:
+                report.problems.append(f"{key}: duplicate sample_id {sid} (also in shard {committed[first]})")
             if r["shard_id"] != shard_id:
                 report.problems.append(f"{key}: row {sid} names shard {r['shard_id']!r}")
             if r["run_id"] != info.run_id:
@@ -202,17 +261,21 @@ def verify_run(store: Store | RunDir, *, check_images: bool = True) -> VerifyRep
             if not path and data is not None:  # the parquet layout: the row's bytes are the stored image
                 report.images_checked += 1
             if path:
-                referenced.add(path)
+                at = bisect_left(listed_images, path)
+                if at < len(listed_images) and listed_images[at] == path:
+                    referenced[at] = 1
                 if check_images:
-                    try:
-                        file_bytes = rd.store.get(path)
-                        report.images_checked += 1
-                        if sha256_bytes(file_bytes) != r["image_sha256"]:
-                            report.problems.append(f"{path}: PNG does not match image_sha256 of row {sid}")
-                    except KeyError:
-                        report.problems.append(f"{path}: PNG of row {sid} is missing")
-    for k in listing.images:
-        if k not in referenced:
+                    pngs.append((path, r["image_sha256"], sid))
+        del rows, table
+        for (path, want, sid), got in bounded_map(lambda p: _png_sha256(rd.store, p[0]), pngs, workers):
+            if got is None:
+                report.problems.append(f"{path}: PNG of row {sid} is missing")
+                continue
+            report.images_checked += 1
+            if got != want:
+                report.problems.append(f"{path}: PNG does not match image_sha256 of row {sid}")
+    for k, ref in zip(listed_images, referenced, strict=True):
+        if not ref:
             report.problems.append(f"{k}: orphaned PNG (no committed row references it)")
     summary = rd.summary() if listing.summary_json else None
     if plan is not None:

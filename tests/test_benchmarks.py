@@ -33,6 +33,8 @@ CASES = {
     "memorisation_copies.py": {"copy_drop_rate", "others_kept_rate"},
     "plan_scale.py": {"cases", "all_met"},
     "driver_scale.py": {"idle_fraction", "dispatch_ms", "rss_mb", "shards", "complete"},
+    "readside_scale.py": {"rows", "verify", "inspect", "report", "all_met"},
+    "resume_scale.py": {"cases"},
 }
 TAKE_SAMPLES = {"loader_throughput.py", "filter_throughput.py", "filter_calibration.py"}
 

@@ -14,6 +14,7 @@ from test_report import CHROMEDRIVER, CHROMIUM, make_scored_run
 
 from dermgen.cli import main
 from dermgen.report import build_report, load_run
+from dermgen.rundir import RunDir
 from dermgen.store import open_store
 
 INK_LINE = 0.35  # the person drops every image whose ink is above this (the run's filter used 0.8)
@@ -89,7 +90,9 @@ def test_review_clicks_download_calibrate_and_filter_end_to_end(
     driver.get(page.as_uri())
     figs = driver.find_elements("css selector", "#review figure.rv")
     assert len(figs) == exp["counts"]["kept"] + exp["counts"]["dropped"]
-    rows = {r["sample_id"]: r for r in load_run(open_store(root)).rows}
+    rows = {
+        r["sample_id"]: r for r in RunDir(open_store(root)).rows(["sample_id", "kept", "scores"]).to_pylist()
+    }
     wanted, flipped = {}, 0
     for f in figs:
         sid = f.get_attribute("data-sid")

@@ -30,6 +30,7 @@ from dermgen.rundir.layout import (
     shard_key,
 )
 from dermgen.rundir.model import AdapterBinding, Binding, RunInfo, ShardSummary, summarise_shard
+from dermgen.rundir.parallel import READ_WORKERS, bounded_map
 from dermgen.rundir.reader import RunDir
 
 __all__ = [
@@ -41,10 +42,12 @@ __all__ = [
     "AdapterBinding",
     "Binding",
     "Listing",
+    "READ_WORKERS",
     "RunDir",
     "RunInfo",
     "ImageLayout",
     "ShardSummary",
+    "bounded_map",
     "classify",
     "image_bytes",
     "image_key",

@@ -29,6 +29,7 @@ from dermgen.rundir.layout import (
     shard_key,
 )
 from dermgen.rundir.model import SUMMARY_COLUMNS, RunInfo, ShardSummary, summarise_shard
+from dermgen.rundir.parallel import READ_WORKERS, bounded_map
 from dermgen.schema import SHARD_SCHEMA, conform
 from dermgen.store import LocalStore, Store, open_store
 
@@ -130,10 +131,12 @@ class RunDir:
         return pq.ParquetFile(self.store.open_input(shard_key(shard_id)))
 
     def iter_tables(
-        self, columns: list[str] | None = None, shard_ids: list[str] | None = None
+        self, columns: list[str] | None = None, shard_ids: list[str] | None = None, *, workers: int = 1
     ) -> Iterator[tuple[str, pa.Table]]:
-        for shard_id in shard_ids if shard_ids is not None else self.shard_ids():
-            yield shard_id, self.read_shard(shard_id, columns)
+        """(shard id, table) per committed shard, in order, one shard at a time: memory stays that of
+        `workers` shards however large the run (`workers` > 1 reads ahead in parallel, bounded)."""
+        ids = shard_ids if shard_ids is not None else self.shard_ids()
+        yield from bounded_map(lambda sid: self.read_shard(sid, columns), ids, workers)
 
     def rows(self, columns: list[str] | None = None) -> pa.Table:
         """All committed rows (choose `columns` to leave the image bytes behind)."""
@@ -143,8 +146,12 @@ class RunDir:
             return schema.empty_table()
         return pa.concat_tables(tables)
 
-    def shard_summaries(self) -> dict[str, ShardSummary]:
-        return {sid: summarise_shard(sid, t) for sid, t in self.iter_tables(list(SUMMARY_COLUMNS))}
+    def shard_summaries(self, workers: int = READ_WORKERS) -> dict[str, ShardSummary]:
+        """Per committed shard its counts; each shard is summarised as it is read (no rows kept), with
+        `workers` shards read at once (resume and inspect: one round trip per shard on S3)."""
+        cols = list(SUMMARY_COLUMNS)
+        summarise = lambda sid: summarise_shard(sid, self.read_shard(sid, cols))  # noqa: E731
+        return dict(bounded_map(summarise, self.shard_ids(), workers))
 
     def referenced_images(self, shard_ids: list[str] | None = None) -> set[str]:
         """Keys of the PNG objects committed rows name (files layout; none in the parquet layout). Only the
