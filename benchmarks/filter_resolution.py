@@ -166,7 +166,10 @@ def summarise(items: Sequence[Item], reasons: Sequence[list[str]]) -> dict:
             ("drop_rate" if exp else "keep_rate"): _rate([bool(reasons[i]) == bool(exp) for i in idx]),
         }
         if exp:
-            groups[g]["reason_rate"] = _rate([any(_has(reasons[i], r) for r in exp) for i in idx])
+            # each item's own reasons: the discarded frames each have theirs
+            groups[g]["reason_rate"] = _rate(
+                [any(_has(reasons[i], r) for r in items[i].reasons) for i in idx]
+            )
     ink_flagged = [it for it, rs in zip(items, reasons, strict=True) if _has(rs, "ink")]
     ink_truth = [
         it.group in INK_CATEGORIES or (it.group == "discarded" and "ink" in it.reasons) for it in ink_flagged
