@@ -54,7 +54,7 @@ class SmearScorer(Scorer):
 
     Measured at the analysis size (128 px), so the same frame scores the same at any resolution. Kept
     samples score <= 0.00025 (a few pixels: blue-white veils and blue-grey areas are not vivid enough),
-    the same with a few kept ink dots or mild exposure and tint changes <= 0.0006; the study's discarded
+    the same with a few kept ink dots or mild exposure and tint changes <= 0.00055; the study's discarded
     frame with a blue smear over part of its lesion (d10) 0.0038.
     """
 
