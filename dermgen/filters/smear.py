@@ -1,7 +1,7 @@
 """Blue smear: the largest patch of vivid pure blue in the frame, a colour no kept lesion shows.
 
-A blue-white veil or a blue-grey area of a lesion is a greyish blue (Lab chroma < 45 on every kept
-sample); a smear of blue pigment or a generation artefact over part of a lesion is a vivid cobalt blue
+A blue-white veil or a blue-grey area of a lesion is a greyish blue (Lab chroma about 30..40 in the kept
+samples, none of which has more than 4 px of vivid blue in one patch at 128 px); a smear of blue pigment or a generation artefact over part of a lesion is a vivid cobalt blue
 (chroma 45..70, almost no red). The score counts such pixels only where they form one connected patch,
 so scattered specks of blue texture, a few kept ink dots and the blue fringe some dermoscopes leave in
 the frame's corners do not add up.
