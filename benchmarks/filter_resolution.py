@@ -11,8 +11,9 @@ runs the default filter (each image on its own; duplicates are not part of this 
 - the heavy variants of ``filterlab.noise`` (the older synthetic categories).
 
 Per size and split it prints keep / drop rates, the precision of ``ink`` (of the images dropped with
-``ink``, the fraction that truly carry ink), and the agreement of each size's decisions with the 512 px
-decisions. The last line printed is one JSON object.
+``ink``, the fraction that truly carry ink), the agreement of each size's decisions with the 512 px
+decisions, and the largest ``smear`` over the images a person keeps next to the discarded frames' values
+(what its bound was set from). The last line printed is one JSON object.
 
     python benchmarks/filter_resolution.py [--quick] [--samples DIR] [--discarded DIR]
 """
@@ -53,7 +54,7 @@ DISCARDED_REASONS: dict[str, tuple[str, ...]] = {
     "d16": ("ink",),
     "d19": ("ink",),
     "d22": ("ink",),
-    "d10": ("tint", "off_domain"),
+    "d10": ("smear", "tint", "off_domain"),
     "d25": ("tint", "off_domain"),
     "d13": ("hair", "off_domain"),
 }
@@ -120,13 +121,33 @@ def _has(reasons: Sequence[str], score: str) -> bool:
     return any(r.startswith(score + ">") or r.startswith(score + "<") for r in reasons)
 
 
-def decide(items: Sequence[Item], size: str, make_filter: Callable = build_filter) -> list[list[str]]:
-    """The reasons of every item at ``size`` (empty = kept)."""
+# scores whose largest value on the images a person keeps (clean and kept-like) is printed per size
+WATCHED_SCORES: tuple[str, ...] = ("smear",)
+
+
+def decide(
+    items: Sequence[Item], size: str, make_filter: Callable = build_filter, scores: list[dict] | None = None
+) -> list[list[str]]:
+    """The reasons of every item at ``size`` (empty = kept); ``scores`` collects each item's
+    :data:`WATCHED_SCORES` when given."""
     flt = make_filter("default")
     out = []
     for it in items:
         flt.reset()
-        out.append(flt.evaluate(resize_to(it.image, size)).reasons)
+        res = flt.evaluate(resize_to(it.image, size))
+        out.append(res.reasons)
+        if scores is not None:
+            scores.append({k: res.scores.get(k) for k in WATCHED_SCORES})
+    return out
+
+
+def kept_maxima(items: Sequence[Item], scores: Sequence[dict]) -> dict[str, float | None]:
+    """The largest value of each watched score over the clean and kept-like items."""
+    idx = [i for i, it in enumerate(items) if it.group == "clean" or it.group in rn.KEPT_LIKE]
+    out: dict[str, float | None] = {}
+    for k in WATCHED_SCORES:
+        vals = [scores[i][k] for i in idx if scores[i][k] is not None]
+        out[k] = round(float(max(vals)), 6) if vals else None
     return out
 
 
@@ -145,7 +166,10 @@ def summarise(items: Sequence[Item], reasons: Sequence[list[str]]) -> dict:
             ("drop_rate" if exp else "keep_rate"): _rate([bool(reasons[i]) == bool(exp) for i in idx]),
         }
         if exp:
-            groups[g]["reason_rate"] = _rate([any(_has(reasons[i], r) for r in exp) for i in idx])
+            # each item's own reasons: the discarded frames each have theirs
+            groups[g]["reason_rate"] = _rate(
+                [any(_has(reasons[i], r) for r in items[i].reasons) for i in idx]
+            )
     ink_flagged = [it for it, rs in zip(items, reasons, strict=True) if _has(rs, "ink")]
     ink_truth = [
         it.group in INK_CATEGORIES or (it.group == "discarded" and "ink" in it.reasons) for it in ink_flagged
@@ -187,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = ("112", "512") if args.quick else SIZES
     result: dict = {"sizes": list(sizes), "splits": {}}
     for split, items in splits.items():
-        per_size = {size: decide(items, size) for size in sizes}
+        watched: dict[str, list[dict]] = {size: [] for size in sizes}
+        per_size = {size: decide(items, size, scores=watched[size]) for size in sizes}
         base = per_size["512"]
         out = {}
         for size in sizes:
@@ -200,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
             ]
             if disc:
                 s["discarded"] = {n: rs for n, rs in disc}
+                s["discarded_scores"] = {
+                    it.name: sc
+                    for it, sc in zip(items, watched[size], strict=True)
+                    if it.group == "discarded"
+                }
+            s["kept_max"] = kept_maxima(items, watched[size])
             out[size] = s
             print(
                 f"{split:11s} {size:>8s}  clean kept {s['clean_kept']}  kept-like kept {s['kept_like_kept']}  "
@@ -207,8 +238,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"ink precision {s['ink_precision']}  agreement {s['agreement_with_512']}",
                 flush=True,
             )
+            print(f"{'':21s}max over clean + kept-like: {s['kept_max']}", flush=True)
             if disc:
                 print(f"{'':21s}discarded: " + ", ".join(f"{n} {rs or 'KEPT'}" for n, rs in disc), flush=True)
+                print(f"{'':21s}discarded scores: {s['discarded_scores']}", flush=True)
         result["splits"][split] = out
     print(json.dumps(result))
     return 0

@@ -79,7 +79,7 @@ COLUMNS: tuple[str, ...] = tuple(f.name for f in _FIELDS)
 # Columns and scores added after the first shards were written: shards written before lack them, readers
 # give null (`conform`) and verify accepts their absence (`schema_problems`).
 LATER_COLUMNS: tuple[str, ...] = ("skin_tone", "noise", "prompt_tokens", "prompt_truncated")
-LATER_SCORES: tuple[str, ...] = ("ita",)
+LATER_SCORES: tuple[str, ...] = ("ita", "smear")
 
 
 def _hf_features() -> dict:

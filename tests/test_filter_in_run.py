@@ -16,6 +16,7 @@ HALF = {
     "hair": None,
     "ruler": None,
     "off_domain": None,
+    "smear": None,
     "lesion_area": None,
     "lesion_offcentre": None,
     "contrast": 0.441,

@@ -22,7 +22,7 @@ QUALITY_OFF = {
     k: None
     for k in (
         "ink", "blur", "contrast", "tint", "clipped", "hair", "ruler",
-        "lesion_area", "lesion_offcentre", "off_domain", "duplicate",
+        "lesion_area", "lesion_offcentre", "off_domain", "duplicate", "smear",
     )
 }  # fmt: skip
 

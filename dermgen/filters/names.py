@@ -18,6 +18,7 @@ SCORE_NAMES: tuple[str, ...] = (
     "memorisation",  # similarity to the closest reference (fine-tuning) image, 0..1
     "clip",  # optional CLIP image-text similarity
     "ita",  # skin tone: Individual Typology Angle of the skin around the lesion, degrees (-90..90)
+    "smear",  # largest patch of vivid pure blue as a fraction of the frame (a blue smear over the lesion)
 )
 
 # Scores judged by something other than a threshold: ``ita`` by the skin-tone groups an entry expects.

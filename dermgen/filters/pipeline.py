@@ -22,6 +22,7 @@ from dermgen.filters.rule import FilterConfig, FilterConfigError, apply_rule, re
 from dermgen.filters.ruler import RulerScorer
 from dermgen.filters.sharpness import BlurScorer
 from dermgen.filters.skintone import SkinToneScorer
+from dermgen.filters.smear import SmearScorer
 from dermgen.skintone import skin_tone_reasons
 
 __all__ = ["PRESETS", "FilterResult", "ImageFilter", "ScoredImage", "build_filter", "default_scorers"]
@@ -58,6 +59,7 @@ def default_scorers() -> list[Scorer]:
         BlurScorer(),
         ContrastScorer(),
         TintScorer(),
+        SmearScorer(),
         ClippedScorer(),
         HairScorer(),
         RulerScorer(),

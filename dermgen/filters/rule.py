@@ -48,6 +48,7 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("blur", "max", "blur_max", True),
     Bound("contrast", "min", "contrast_min", True),
     Bound("tint", "max", "tint_max", True),
+    Bound("smear", "max", "smear_max", True),
     Bound("clipped", "max", "clipped_max", True),
     Bound("hair", "max", "hair_max", True),
     Bound("ruler", "max", "ruler_max", True),
@@ -76,6 +77,8 @@ DEFAULT_THRESHOLDS: dict[str, float | None] = {
     "blur_max": 0.385,  # clean max 0.369 at any size (0.303 at 512), heavy blur p5 0.398
     "contrast_min": 0.29,  # clean min 0.361, washed-out p90 0.220
     "tint_max": 0.26,  # clean max 0.235, extreme casts p10 0.275
+    # smear: set on the 120 kept samples at every size and d10, the one discarded frame with a blue smear
+    "smear_max": 0.002,  # clean max 0.00024 (4 px at 128 px), mild variants <= 0.00055, d10 0.0038
     "clipped_max": 0.21,  # clean max 0.101, over/under-exposure p10 0.327
     "hair_max": 0.13,  # clean max 0.11, heavy hair min 0.148, hairy scalp >= 0.2
     "ruler_max": 0.6,  # clean max 0.53 at any size (0 at 512), ruler strips p5 0.79
@@ -114,6 +117,7 @@ class FilterConfig(BaseModel):
     blur_max: float | None = DEFAULT_THRESHOLDS["blur_max"]
     contrast_min: float | None = DEFAULT_THRESHOLDS["contrast_min"]
     tint_max: float | None = DEFAULT_THRESHOLDS["tint_max"]
+    smear_max: float | None = DEFAULT_THRESHOLDS["smear_max"]
     clipped_max: float | None = DEFAULT_THRESHOLDS["clipped_max"]
     hair_max: float | None = DEFAULT_THRESHOLDS["hair_max"]
     ruler_max: float | None = DEFAULT_THRESHOLDS["ruler_max"]

@@ -128,3 +128,17 @@ def test_filter_redecides_a_finished_run_with_another_profile(profiled_run, tmp_
     keep_all = json.loads((out / "run.json").read_text())["filter"]["profile"]
     assert main(["filter", str(out), "--output", str(decisions), "--filter", keep_all, "--workers", "1"]) == 0
     assert all(r["kept"] for r in pq.read_table(decisions).to_pylist())
+
+
+def test_a_new_score_is_a_new_filter_identity():
+    """A run recorded before a score existed names the new score and its bound when resumed."""
+    from dermgen.filters.identity import effective_filter
+    from dermgen.filters.rule import DEFAULT_THRESHOLDS
+
+    now = effective_filter("default")
+    before = json.loads(json.dumps(now))
+    before["scorers"] = [n for n in before["scorers"] if n != "smear"]
+    del before["thresholds"]["smear_max"]
+    changes = filter_changes(before, now)
+    assert f"thresholds.smear_max: None -> {DEFAULT_THRESHOLDS['smear_max']!r}" in changes
+    assert any(c.startswith("scorers: ") and "'smear'" in c for c in changes), changes

@@ -66,7 +66,8 @@ def test_filter_folder_with_reference_dir(folder, tmp_path, small_image):
 def test_filter_images_from_arrays_with_entry_overrides(small_image):
     inked = noise.make_noisy(small_image, "ink", "heavy", "fi")
     items = [("one", small_image), ("two", inked), ("three", None)]
-    summary = filter_images(items, None, entry_overrides={"two": {"ink": None}})
+    # blue marker arcs: ink, and a patch of vivid blue (smear); the entry turns both off
+    summary = filter_images(items, None, entry_overrides={"two": {"ink": None, "smear": None}})
     rows = {r["path"]: r for r in summary["rows"]}
     assert rows["one"]["kept"] and rows["two"]["kept"]
     assert rows["three"]["drop_reasons"] == ["unreadable"]
