@@ -5,9 +5,12 @@ Validated by pydantic at the edge; every error names the field, the value and wh
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -422,8 +425,30 @@ def _json_document(text: str) -> Any | None:
         return None
 
 
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a large manifest or plan is built.
+
+    What is built holds no reference cycles, yet each collection the allocations trigger walks every object
+    built so far: about half the CPU time of loading and planning a 250k-entry manifest. Whatever is garbage
+    meanwhile is freed by reference counting as usual; the collector resumes afterwards.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def load_manifest(path: str | Path) -> Manifest:
     """Read and validate a YAML manifest file."""
+    with paused_gc():
+        return _load_manifest(path)
+
+
+def _load_manifest(path: str | Path) -> Manifest:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"--manifest: {str(path)!r} does not exist or is not a file")
