@@ -426,12 +426,15 @@ def _json_document(text: str) -> Any | None:
 
 
 @contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
+def paused_gc(freeze_over: int = 250_000) -> Iterator[None]:
     """Python's cyclic garbage collector off while a large manifest or plan is built.
 
     What is built holds no reference cycles, yet each collection the allocations trigger walks every object
-    built so far: about half the CPU time of loading and planning a 250k-entry manifest. Whatever is garbage
-    meanwhile is freed by reference counting as usual; the collector resumes afterwards.
+    built so far: about half the CPU time of loading and planning a 250k-entry manifest. Garbage made
+    meanwhile is freed by reference counting as usual. When more than `freeze_over` objects were built,
+    they (and whatever else is alive) are moved out of the collector's sight (`gc.freeze`): they live as
+    long as the run, and walking them again after every few thousand allocations costs seconds; they are
+    still freed by reference counting, only reference cycles among them would never be collected.
     """
     enabled = gc.isenabled()
     gc.disable()
@@ -439,6 +442,8 @@ def paused_gc() -> Iterator[None]:
         yield
     finally:
         if enabled:
+            if gc.get_count()[0] > freeze_over:
+                gc.freeze()
             gc.enable()
 
 
@@ -520,7 +525,82 @@ def _expanded_size(node, memo: dict[int, int], aliases: list[int]) -> int:
     return size
 
 
+# An anchor is "&" and a name; a document without one has no aliases, so nothing in it can expand.
+_ANCHOR = re.compile(r"&[^\s,\[\]{}]")
+_YAML_TAG = "tag:yaml.org,2002:"
+_STR, _INT, _MAP, _SEQ, _MERGE = (_YAML_TAG + t for t in ("str", "int", "map", "seq", "merge"))
+
+
+class _Unusual(Exception):
+    """Something only the full loader handles (a merge key, a repeated or unhashable key, a tagged
+    collection): the document is loaded again by it."""
+
+
+class _TreeLoader(_SAFE_LOADER):
+    """Composes a document into nodes with the safe loader's tags; plain scalars' tags are cached by value
+    (keys and short values repeat in every entry of a large manifest), quoted scalars are strings."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._plain_tags: dict[str, str] = {}
+
+    def resolve(self, kind, value, implicit, _resolve=_SAFE_LOADER.resolve):
+        if kind is not yaml.ScalarNode or self.yaml_path_resolvers:
+            return _resolve(self, kind, value, implicit)
+        if not implicit[0]:
+            return _STR
+        tag = self._plain_tags.get(value)
+        if tag is None:
+            tag = _resolve(self, kind, value, implicit)
+            if len(value) <= 32:
+                self._plain_tags[value] = tag
+        return tag
+
+
+def _load_tree(text: str) -> Any:
+    """The document as the strict safe loader builds it, for documents without anchors (so without aliases
+    and without expansion), built straight from the nodes: one call per node instead of the constructor's
+    machinery. Raises _Unusual (or any error) where the full loader must decide."""
+    loader = _TreeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        scalar, mapping, sequence = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
+
+        def build(node):
+            cls, tag = node.__class__, node.tag
+            if cls is scalar:
+                if tag == _STR:
+                    return node.value
+                value = node.value
+                if tag == _INT and value.isascii() and value.isdigit() and (value[0] != "0" or value == "0"):
+                    return int(value)
+                return loader.construct_object(node, deep=True)  # null, bool, float, other ints and tags
+            if cls is mapping and tag == _MAP:
+                out = {}
+                for key, value in node.value:
+                    if key.tag == _MERGE:
+                        raise _Unusual
+                    out[build(key)] = build(value)
+                if len(out) != len(node.value):
+                    raise _Unusual  # a repeated key: the full loader names it and its lines
+                return out
+            if cls is sequence and tag == _SEQ:
+                return [build(item) for item in node.value]
+            raise _Unusual
+
+        return build(node)
+    finally:
+        loader.dispose()
+
+
 def _load_yaml(text: str, source: str) -> Any:
+    if _SAFE_LOADER is not yaml.SafeLoader and not _ANCHOR.search(text):
+        try:
+            return _load_tree(text)
+        except Exception:  # noqa: BLE001 -- whatever it is, the full loader below decides and words it
+            pass
     try:
         return _load_yaml_with(_FastManifestLoader, text, source)
     except yaml.YAMLError:
