@@ -6,6 +6,7 @@ Validated by pydantic at the edge; every error names the field, the value and wh
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import hashlib
 import json
@@ -61,7 +62,9 @@ class LoraRef(BaseModel):
 
 
 class StepsRange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """An entry's step counts; immutable, so entries with the same range share one (see `_steps_range`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
     min: int = Field(ge=1, le=MAX_STEPS)
     max: int = Field(ge=1, le=MAX_STEPS)
 
@@ -70,6 +73,37 @@ class StepsRange(BaseModel):
         if self.min > self.max:
             raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
         return self
+
+
+@functools.lru_cache(maxsize=4096)
+def _steps_range(lo: int, hi: int) -> StepsRange:
+    """One shared StepsRange per range (a large manifest repeats a few ranges in every entry)."""
+    return StepsRange(min=lo, max=hi)
+
+
+def _steps_value(v: Any) -> StepsRange:
+    lo = hi = None
+    if isinstance(v, bool):
+        pass
+    elif isinstance(v, int):
+        lo = hi = v
+    elif isinstance(v, str) and re.fullmatch(r"\s*\d+\s*(-\s*\d+\s*)?", v):
+        parts = [int(x) for x in v.split("-")]
+        lo, hi = parts[0], parts[-1]
+    elif isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) for x in v):
+        lo, hi = v
+    elif isinstance(v, dict) and set(v) == {"min", "max"}:
+        lo, hi = v["min"], v["max"]
+    if not isinstance(lo, int) or not isinstance(hi, int):
+        raise ValueError("expected a step count (e.g. 22) or a range like '20-26'")
+    if not (1 <= lo <= MAX_STEPS and 1 <= hi <= MAX_STEPS):
+        raise ValueError(f"steps must be between 1 and {MAX_STEPS}")
+    if lo > hi:
+        raise ValueError(f"range start {lo} is greater than its end {hi}")
+    return _steps_range(lo, hi)
+
+
+_steps_text = functools.lru_cache(maxsize=4096)(_steps_value)
 
 
 def _known_tones(v: list[str]) -> list[str]:
@@ -176,25 +210,9 @@ class Entry(BaseModel):
         """Accept 22, "20-26", [20, 26] or {min, max}; one clear message for anything else."""
         if isinstance(v, StepsRange):
             return v
-        lo = hi = None
-        if isinstance(v, bool):
-            pass
-        elif isinstance(v, int):
-            lo = hi = v
-        elif isinstance(v, str) and re.fullmatch(r"\s*\d+\s*(-\s*\d+\s*)?", v):
-            parts = [int(x) for x in v.split("-")]
-            lo, hi = parts[0], parts[-1]
-        elif isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) for x in v):
-            lo, hi = v
-        elif isinstance(v, dict) and set(v) == {"min", "max"}:
-            lo, hi = v["min"], v["max"]
-        if not isinstance(lo, int) or not isinstance(hi, int):
-            raise ValueError("expected a step count (e.g. 22) or a range like '20-26'")
-        if not (1 <= lo <= MAX_STEPS and 1 <= hi <= MAX_STEPS):
-            raise ValueError(f"steps must be between 1 and {MAX_STEPS}")
-        if lo > hi:
-            raise ValueError(f"range start {lo} is greater than its end {hi}")
-        return {"min": lo, "max": hi}
+        if type(v) is str:  # a manifest holds a few distinct texts, however many entries
+            return _steps_text(v)
+        return _steps_value(v)
 
     @field_validator("size", mode="before")
     @classmethod
@@ -464,7 +482,7 @@ def _load_manifest(path: str | Path) -> Manifest:
     text = p.read_text()
     data = _json_document(text)
     if data is not None:
-        return parse_manifest(data, source=p.name)
+        return parse_manifest(data, source=p.name, base_dir=p.resolve().parent)
     try:
         data = _load_yaml(text, p.name)
     except yaml.YAMLError as exc:
