@@ -577,38 +577,66 @@ class _TreeLoader(_SAFE_LOADER):
 
 def _load_tree(text: str) -> Any:
     """The document as the strict safe loader builds it, for documents without anchors (so without aliases
-    and without expansion), built straight from the nodes: one call per node instead of the constructor's
-    machinery. Raises _Unusual (or any error) where the full loader must decide."""
+    and nothing to expand), built straight from libyaml's events: no node tree, no constructor machinery,
+    a few operations per event. Raises _Unusual (or any error) where the full loader must decide."""
+    from yaml import events
+
     loader = _TreeLoader(text)
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        scalar, mapping, sequence = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
-
-        def build(node):
-            cls, tag = node.__class__, node.tag
-            if cls is scalar:
+        get, resolve, scalar_node = loader.get_event, loader.resolve, yaml.ScalarNode
+        mapping_start, sequence_start = events.MappingStartEvent, events.SequenceStartEvent
+        ends = (events.MappingEndEvent, events.SequenceEndEvent)
+        get()  # the stream's start
+        if isinstance(get(), events.StreamEndEvent):
+            return None  # no document
+        no_key = object()
+        stack: list[list] = []  # [the collection, is a mapping, its pending key or no_key]
+        while True:
+            event = get()
+            cls = event.__class__
+            if cls is events.ScalarEvent:
+                tag, value = event.tag, event.value
+                if event.anchor is not None:
+                    raise _Unusual
+                if tag is None or tag == "!":
+                    tag = resolve(scalar_node, value, event.implicit)
                 if tag == _STR:
-                    return node.value
-                value = node.value
-                if tag == _INT and value.isascii() and value.isdigit() and (value[0] != "0" or value == "0"):
-                    return int(value)
-                return loader.construct_object(node, deep=True)  # null, bool, float, other ints and tags
-            if cls is mapping and tag == _MAP:
-                out = {}
-                for key, value in node.value:
-                    if key.tag == _MERGE:
-                        raise _Unusual
-                    out[build(key)] = build(value)
-                if len(out) != len(node.value):
+                    item = value
+                elif (
+                    tag == _INT and value.isascii() and value.isdigit() and (value[0] != "0" or value == "0")
+                ):
+                    item = int(value)
+                elif tag == _MERGE:
+                    raise _Unusual
+                else:  # null, bool, float, other ints and tags: the safe constructor's own rules
+                    node = scalar_node(tag, value, event.start_mark, event.end_mark, event.style)
+                    item = loader.construct_object(node, deep=True)
+            elif cls is mapping_start or cls is sequence_start:
+                if event.anchor is not None or event.tag not in (None, "!"):
+                    raise _Unusual
+                stack.append([{} if cls is mapping_start else [], cls is mapping_start, no_key])
+                continue
+            elif cls in ends:
+                item = stack.pop()[0]
+            elif cls is events.DocumentEndEvent:
+                if not isinstance(get(), events.StreamEndEvent):
+                    raise _Unusual  # a second document: the full loader refuses it in its words
+                return item
+            else:
+                raise _Unusual  # an alias (to an undefined anchor)
+            if not stack:
+                continue  # the document's root; its end comes next
+            top = stack[-1]
+            if not top[1]:
+                top[0].append(item)
+            elif top[2] is no_key:
+                hash(item)  # an unhashable key: the full loader reports it
+                top[2] = item
+            else:
+                if top[2] in top[0]:
                     raise _Unusual  # a repeated key: the full loader names it and its lines
-                return out
-            if cls is sequence and tag == _SEQ:
-                return [build(item) for item in node.value]
-            raise _Unusual
-
-        return build(node)
+                top[0][top[2]] = item
+                top[2] = no_key
     finally:
         loader.dispose()
 

@@ -22,6 +22,8 @@ DOCS = [
     "k:\n  - {id: x, size: 512x640, steps: 20-26, tags: [a, b]}\n  - [1, [2, [3]]]\n'=': v\n",
     "prompt: >\n  folded\n  text\nlit: |\n  line\n  two\nq: 'it''s'\nd: \"tab\\there\"\n",
     "\u00e9: caf\u00e9\n'&': 'A & B'\nx: a&b\n",
+    "---\na: ! 3\nb: !!null ''\nc: [[[[[]]]], {}]\n...\n",
+    "---\n",
     "",
     "# only a comment\n",
     "- a\n- b\n",
@@ -32,6 +34,7 @@ UNUSUAL = [  # valid, but the direct route steps aside
     "m:\n  <<: {x: 1}\n  y: 2\n",  # merge key without an anchor
     "m:\n  <<: {x: 1}\n  x: 2\n",
     "=: 1\n",
+    "--- !!map\na: 1\n",
 ]
 FAILS = [
     "a: 1\na: 2\n",  # repeated key
@@ -42,6 +45,8 @@ FAILS = [
     "a: *nothing\n",
     "a: [1, 2\n",
     "a: 1\n---\nb: 2\n",
+    "1: a\ntrue: b\n",  # equal keys
+    "a: !custom x\n",
 ]
 
 
