@@ -25,9 +25,12 @@ TOKENIZER_DIR = Path(__file__).resolve().parent / "configs" / "sd15" / "tokenize
 # The tokenizer's pre-tokenizer split (tokenizer `Split` pattern) restricted to lowercase ASCII, where
 # \p{L} is [a-z] and \p{N} is [0-9]; both engines take the first alternative that matches, as `re` does.
 _PIECES = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[a-z]+|[0-9]|[^\sa-z0-9]+")
-# Printable ASCII: no normalisation beyond lowercasing applies, and every byte maps to itself in CLIP's
-# byte-level alphabet ("<|", which starts the special tokens' text, is left to the tokenizer).
-_PLAIN = re.compile(r"[\x20-\x7e]*")
+
+
+def _plain(text: str) -> bool:
+    """Printable ASCII (" " to "~"): no normalisation beyond lowercasing applies, and every byte maps to itself
+    in CLIP's byte-level alphabet. "<|", which starts the special tokens' text, is left to the tokenizer."""
+    return text.isascii() and text.isprintable() and "<|" not in text
 
 
 @functools.lru_cache(maxsize=1)
@@ -80,7 +83,7 @@ def _tokenizer_count(text: str) -> int:
 def _count(text: str) -> int:
     if not text:
         return 0
-    if _PLAIN.fullmatch(text) and "<|" not in text:
+    if _plain(text):
         return sum(map(_word_tokens, text.lower().split()))
     return _tokenizer_count(text)
 
