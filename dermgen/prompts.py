@@ -41,9 +41,10 @@ def _tokenizer():
 
 
 @functools.lru_cache(maxsize=1)
-def _merge_ranks() -> dict[tuple[str, str], int]:
+def _merge_ranks() -> dict[str, int]:
+    """ "first second" -> rank, the merges file's lines as they are (symbols never hold a space)."""
     lines = (TOKENIZER_DIR / "merges.txt").read_text(encoding="utf-8").splitlines()
-    return {tuple(line.split()): rank for rank, line in enumerate(lines[1:]) if line}  # type: ignore[misc]
+    return {line: rank for rank, line in enumerate(lines[1:]) if line}
 
 
 @functools.lru_cache(maxsize=65536)
@@ -53,11 +54,11 @@ def _piece_tokens(piece: str) -> int:
     ranks = _merge_ranks()
     word = [*piece[:-1], piece[-1] + "</w>"]
     while len(word) > 1:
-        pairs = set(zip(word[:-1], word[1:], strict=True))
+        pairs = {f"{a} {b}" for a, b in zip(word[:-1], word[1:], strict=True)}
         best = min(pairs, key=lambda pair: ranks.get(pair, 1 << 30))
         if best not in ranks:
             break
-        first, second = best
+        first, second = best.split(" ")
         merged, i = [], 0
         while i < len(word):
             if i < len(word) - 1 and word[i] == first and word[i + 1] == second:
