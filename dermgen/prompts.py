@@ -42,7 +42,7 @@ def _tokenizer():
 
 @functools.lru_cache(maxsize=1)
 def _merge_ranks() -> dict[str, int]:
-    """ "first second" -> rank, the merges file's lines as they are (symbols never hold a space)."""
+    """Rank of each merge, keyed by its line in the merges file ("first second"; symbols hold no space)."""
     lines = (TOKENIZER_DIR / "merges.txt").read_text(encoding="utf-8").splitlines()
     return {line: rank for rank, line in enumerate(lines[1:]) if line}
 
