@@ -584,6 +584,9 @@ def _load_tree(text: str) -> Any:
     loader = _TreeLoader(text)
     try:
         get, resolve, scalar_node = loader.get_event, loader.resolve, yaml.ScalarNode
+        # _TreeLoader.resolve inlined for scalars (its cache, quoted scalars are strings) unless path
+        # resolvers were registered, which only resolve itself applies
+        plain_tags, inline = loader._plain_tags, not loader.yaml_path_resolvers
         mapping_start, sequence_start = events.MappingStartEvent, events.SequenceStartEvent
         ends = (events.MappingEndEvent, events.SequenceEndEvent)
         get()  # the stream's start
@@ -599,12 +602,16 @@ def _load_tree(text: str) -> Any:
                 if event.anchor is not None:
                     raise _Unusual
                 if tag is None or tag == "!":
-                    tag = resolve(scalar_node, value, event.implicit)
+                    implicit = event.implicit
+                    if not inline:
+                        tag = resolve(scalar_node, value, implicit)
+                    elif implicit[0]:
+                        tag = plain_tags.get(value) or resolve(scalar_node, value, implicit)
+                    else:
+                        tag = _STR  # quoted: a string
                 if tag == _STR:
                     item = value
-                elif (
-                    tag == _INT and value.isascii() and value.isdigit() and (value[0] != "0" or value == "0")
-                ):
+                elif tag == _INT and value.isdigit() and value.isascii() and value[0] != "0":
                     item = int(value)
                 elif tag == _MERGE:
                     raise _Unusual
