@@ -65,47 +65,49 @@ def scaled_manifest(images: int, out: Path) -> Path:
     return path
 
 
-def many_entries_manifest(n: int, out: Path, count: int = 4, as_json: bool = False) -> Path:
-    """`n` entries (diagnosis x site x tone x variant): block-style YAML text, or the same document as JSON."""
-    defaults = {"samplers": ["Euler", "Euler a", "PLMS"], "steps": "20-26", "cfg_scale": 7, "size": 512}
-    entries = []
+def _entries(n: int, count: int):
     for i in range(n):
         label = "benign" if i % 2 == 0 else "malignant"
         site, tone = SITES[i % len(SITES)], TONES[(i // len(SITES)) % len(TONES)]
-        entries.append(
-            {
-                "id": f"{label}_{site.replace(' ', '_')}_{tone}_{i:07d}",
-                "label": label,
-                "prompt": f"{label} skin lesion on the {site}, Fitzpatrick type {tone}, dermoscopy, variant {i}",
-                "count": count,
-                "tags": [site.replace(" ", "_"), f"fitzpatrick_{tone}"],
-            }
-        )
-    doc = {
+        yield {
+            "id": f"{label}_{site.replace(' ', '_')}_{tone}_{i:07d}",
+            "label": label,
+            "prompt": f"{label} skin lesion on the {site}, Fitzpatrick type {tone}, dermoscopy, variant {i}",
+            "count": count,
+            "tags": [site.replace(" ", "_"), f"fitzpatrick_{tone}"],
+        }
+
+
+def many_entries_manifest(n: int, out: Path, count: int = 4, as_json: bool = False) -> Path:
+    """`n` entries (diagnosis x site x tone x variant): block-style YAML text, or the same document as JSON.
+
+    Written one entry at a time: this process must stay small, because a child started with vfork (as
+    subprocess does) reports this process's peak RSS as its own when that is larger.
+    """
+    head = {
         "name": f"many-entries-{n}",
         "description": "a manifest with many small entries (planning benchmark)",
         "model": "tiny",
-        "defaults": defaults,
-        "entries": entries,
+        "defaults": {"samplers": ["Euler", "Euler a", "PLMS"], "steps": "20-26", "cfg_scale": 7, "size": 512},
     }
-    if as_json:  # JSON is YAML too: dermgen parses it with the json module
-        path = out / f"entries_{n}.json"
-        path.write_text(json.dumps(doc, indent=1))
-        return path
-    lines = [f"{k}: {doc[k]}" for k in ("name", "description", "model")]
-    lines += ["defaults:", f"  samplers: [{', '.join(defaults['samplers'])}]"]
-    lines += [f"  {k}: {defaults[k]}" for k in ("steps", "cfg_scale", "size")]
-    lines.append("entries:")
-    for e in entries:  # written directly (fast for 40 MB)
-        lines += [
-            f"  - id: {e['id']}",
-            f"    label: {e['label']}",
-            f'    prompt: "{e["prompt"]}"',
-            f"    count: {e['count']}",
-            f"    tags: [{', '.join(e['tags'])}]",
-        ]
-    path = out / f"entries_{n}.yaml"
-    path.write_text("\n".join(lines) + "\n")
+    path = out / f"entries_{n}.{'json' if as_json else 'yaml'}"
+    with path.open("w") as fh:
+        if as_json:  # JSON is YAML too: dermgen parses it with the json module
+            fh.write(json.dumps(head, indent=1)[: -len("\n}")] + ',\n "entries": [\n')
+            for i, e in enumerate(_entries(n, count)):
+                fh.write(("  " if i == 0 else ",\n  ") + json.dumps(e))
+            fh.write("\n ]\n}\n")
+            return path
+        fh.write("".join(f"{k}: {head[k]}\n" for k in ("name", "description", "model")))
+        defaults = head["defaults"]
+        fh.write(f"defaults:\n  samplers: [{', '.join(defaults['samplers'])}]\n")
+        fh.write("".join(f"  {k}: {defaults[k]}\n" for k in ("steps", "cfg_scale", "size")))
+        fh.write("entries:\n")
+        for e in _entries(n, count):
+            fh.write(
+                f'  - id: {e["id"]}\n    label: {e["label"]}\n    prompt: "{e["prompt"]}"\n'
+                f"    count: {e['count']}\n    tags: [{', '.join(e['tags'])}]\n"
+            )
     return path
 
 
