@@ -131,18 +131,24 @@ def dry_run(config) -> int:
     from dermgen.run import model_arg, validate
 
     manifest, plan, loras, _ = validate(config)
-    print(f"manifest {manifest.name}: {len(manifest.entries)} entries, model {model_arg(config, manifest)}")
-    print(f"{'entry':40s} {'label':10s} {'kept target':>11s} {'shards':>7s} {'size':>9s}  samplers / steps")
-    shards_by_entry = plan.shards_by_entry()
-    for e in manifest.entries:
-        n = plan.targets.get(e.id, 0)
+    lines = [
+        f"manifest {manifest.name}: {len(manifest.entries)} entries, model {model_arg(config, manifest)}",
+        f"{'entry':40s} {'label':10s} {'kept target':>11s} {'shards':>7s} {'size':>9s}  samplers / steps",
+    ]
+    shards_by_entry, targets = plan.shards_by_entry(), plan.targets
+    step_sum = pixel_sum = 0.0  # target-weighted, for the GPU-hours estimate
+    for e in manifest.entries:  # one write at the end: a manifest may hold hundreds of thousands of entries
+        n = targets.get(e.id, 0)
         shards = shards_by_entry.get(e.id, 0)
         w, h = (plan.size, plan.size) if plan.size else e.width_height
-        lo, hi = e.steps_bounds
+        lo, hi = e.steps.min, e.steps.max
         steps = str(lo) if lo == hi else f"{lo}-{hi}"
-        print(
+        step_sum += (lo + hi) / 2 * n
+        pixel_sum += (w * h / 512**2) * n
+        lines.append(
             f"{e.id:40s} {e.label:10s} {n:>11,d} {shards:>7d} {w:>4d}x{h:<4d}  {', '.join(e.samplers)} / {steps}"
         )
+    sys.stdout.write("\n".join(lines) + "\n")
     by_label = plan.targets_by_label()
     total = plan.total_target
     print(
@@ -150,14 +156,8 @@ def dry_run(config) -> int:
         + ", ".join(f"{k} {v:,d}" for k, v in sorted(by_label.items()))
         + f") in {len(plan.shards)} shards"
     )
-    mean_steps = sum(sum(e.steps_bounds) / 2 * plan.targets.get(e.id, 0) for e in manifest.entries) / max(
-        1, total
-    )
-    pixels = sum(
-        ((plan.size or e.width_height[0]) * (plan.size or e.width_height[1]) / 512**2)
-        * plan.targets.get(e.id, 0)
-        for e in manifest.entries
-    ) / max(1, total)
+    mean_steps = step_sum / max(1, total)
+    pixels = pixel_sum / max(1, total)
     est_images = total * (1.15 if config.filter != "none" else 1.0)  # expected top-up for dropped images
     gpu_hours = est_images * (mean_steps / 20) * pixels / EST_IMAGES_PER_GPU_S / 3600
     print(

@@ -5,9 +5,13 @@ Validated by pydantic at the edge; every error names the field, the value and wh
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,7 +62,9 @@ class LoraRef(BaseModel):
 
 
 class StepsRange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """An entry's step counts; immutable, so entries with the same range share one (see `_steps_range`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
     min: int = Field(ge=1, le=MAX_STEPS)
     max: int = Field(ge=1, le=MAX_STEPS)
 
@@ -67,6 +73,37 @@ class StepsRange(BaseModel):
         if self.min > self.max:
             raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
         return self
+
+
+@functools.lru_cache(maxsize=4096)
+def _steps_range(lo: int, hi: int) -> StepsRange:
+    """One shared StepsRange per range (a large manifest repeats a few ranges in every entry)."""
+    return StepsRange(min=lo, max=hi)
+
+
+def _steps_value(v: Any) -> StepsRange:
+    lo = hi = None
+    if isinstance(v, bool):
+        pass
+    elif isinstance(v, int):
+        lo = hi = v
+    elif isinstance(v, str) and re.fullmatch(r"\s*\d+\s*(-\s*\d+\s*)?", v):
+        parts = [int(x) for x in v.split("-")]
+        lo, hi = parts[0], parts[-1]
+    elif isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) for x in v):
+        lo, hi = v
+    elif isinstance(v, dict) and set(v) == {"min", "max"}:
+        lo, hi = v["min"], v["max"]
+    if not isinstance(lo, int) or not isinstance(hi, int):
+        raise ValueError("expected a step count (e.g. 22) or a range like '20-26'")
+    if not (1 <= lo <= MAX_STEPS and 1 <= hi <= MAX_STEPS):
+        raise ValueError(f"steps must be between 1 and {MAX_STEPS}")
+    if lo > hi:
+        raise ValueError(f"range start {lo} is greater than its end {hi}")
+    return _steps_range(lo, hi)
+
+
+_steps_text = functools.lru_cache(maxsize=4096)(_steps_value)
 
 
 def _known_tones(v: list[str]) -> list[str]:
@@ -173,25 +210,9 @@ class Entry(BaseModel):
         """Accept 22, "20-26", [20, 26] or {min, max}; one clear message for anything else."""
         if isinstance(v, StepsRange):
             return v
-        lo = hi = None
-        if isinstance(v, bool):
-            pass
-        elif isinstance(v, int):
-            lo = hi = v
-        elif isinstance(v, str) and re.fullmatch(r"\s*\d+\s*(-\s*\d+\s*)?", v):
-            parts = [int(x) for x in v.split("-")]
-            lo, hi = parts[0], parts[-1]
-        elif isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) for x in v):
-            lo, hi = v
-        elif isinstance(v, dict) and set(v) == {"min", "max"}:
-            lo, hi = v["min"], v["max"]
-        if not isinstance(lo, int) or not isinstance(hi, int):
-            raise ValueError("expected a step count (e.g. 22) or a range like '20-26'")
-        if not (1 <= lo <= MAX_STEPS and 1 <= hi <= MAX_STEPS):
-            raise ValueError(f"steps must be between 1 and {MAX_STEPS}")
-        if lo > hi:
-            raise ValueError(f"range start {lo} is greater than its end {hi}")
-        return {"min": lo, "max": hi}
+        if type(v) is str:  # a manifest holds a few distinct texts, however many entries
+            return _steps_text(v)
+        return _steps_value(v)
 
     @field_validator("size", mode="before")
     @classmethod
@@ -422,8 +443,35 @@ def _json_document(text: str) -> Any | None:
         return None
 
 
+@contextlib.contextmanager
+def paused_gc(freeze_over: int = 250_000) -> Iterator[None]:
+    """Python's cyclic garbage collector off while a large manifest or plan is built.
+
+    What is built holds no reference cycles, yet each collection the allocations trigger walks every object
+    built so far: about half the CPU time of loading and planning a 250k-entry manifest. Garbage made
+    meanwhile is freed by reference counting as usual. When more than `freeze_over` objects were built,
+    they (and whatever else is alive) are moved out of the collector's sight (`gc.freeze`): they live as
+    long as the run, and walking them again after every few thousand allocations costs seconds; they are
+    still freed by reference counting, only reference cycles among them would never be collected.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            if gc.get_count()[0] > freeze_over:
+                gc.freeze()
+            gc.enable()
+
+
 def load_manifest(path: str | Path) -> Manifest:
     """Read and validate a YAML manifest file."""
+    with paused_gc():
+        return _load_manifest(path)
+
+
+def _load_manifest(path: str | Path) -> Manifest:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"--manifest: {str(path)!r} does not exist or is not a file")
@@ -434,7 +482,7 @@ def load_manifest(path: str | Path) -> Manifest:
     text = p.read_text()
     data = _json_document(text)
     if data is not None:
-        return parse_manifest(data, source=p.name)
+        return parse_manifest(data, source=p.name, base_dir=p.resolve().parent)
     try:
         data = _load_yaml(text, p.name)
     except yaml.YAMLError as exc:
@@ -495,7 +543,117 @@ def _expanded_size(node, memo: dict[int, int], aliases: list[int]) -> int:
     return size
 
 
+# An anchor is "&" and a name; a document without one has no aliases, so nothing in it can expand.
+_ANCHOR = re.compile(r"&[^\s,\[\]{}]")
+_YAML_TAG = "tag:yaml.org,2002:"
+_STR, _INT, _MAP, _SEQ, _MERGE = (_YAML_TAG + t for t in ("str", "int", "map", "seq", "merge"))
+
+
+class _Unusual(Exception):
+    """Something only the full loader handles (a merge key, a repeated or unhashable key, a tagged
+    collection): the document is loaded again by it."""
+
+
+class _TreeLoader(_SAFE_LOADER):
+    """Composes a document into nodes with the safe loader's tags; plain scalars' tags are cached by value
+    (keys and short values repeat in every entry of a large manifest), quoted scalars are strings."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._plain_tags: dict[str, str] = {}
+
+    def resolve(self, kind, value, implicit, _resolve=_SAFE_LOADER.resolve):
+        if kind is not yaml.ScalarNode or self.yaml_path_resolvers:
+            return _resolve(self, kind, value, implicit)
+        if not implicit[0]:
+            return _STR
+        tag = self._plain_tags.get(value)
+        if tag is None:
+            tag = _resolve(self, kind, value, implicit)
+            if len(value) <= 32:
+                self._plain_tags[value] = tag
+        return tag
+
+
+def _load_tree(text: str) -> Any:
+    """The document as the strict safe loader builds it, for documents without anchors (so without aliases
+    and nothing to expand), built straight from libyaml's events: no node tree, no constructor machinery,
+    a few operations per event. Raises _Unusual (or any error) where the full loader must decide."""
+    from yaml import events
+
+    loader = _TreeLoader(text)
+    try:
+        get, resolve, scalar_node = loader.get_event, loader.resolve, yaml.ScalarNode
+        # _TreeLoader.resolve inlined for scalars (its cache, quoted scalars are strings) unless path
+        # resolvers were registered, which only resolve itself applies
+        plain_tags, inline = loader._plain_tags, not loader.yaml_path_resolvers
+        mapping_start, sequence_start = events.MappingStartEvent, events.SequenceStartEvent
+        ends = (events.MappingEndEvent, events.SequenceEndEvent)
+        get()  # the stream's start
+        if isinstance(get(), events.StreamEndEvent):
+            return None  # no document
+        no_key = object()
+        stack: list[list] = []  # [the collection, is a mapping, its pending key or no_key]
+        while True:
+            event = get()
+            cls = event.__class__
+            if cls is events.ScalarEvent:
+                tag, value = event.tag, event.value
+                if event.anchor is not None:
+                    raise _Unusual
+                if tag is None or tag == "!":
+                    implicit = event.implicit
+                    if not inline:
+                        tag = resolve(scalar_node, value, implicit)
+                    elif implicit[0]:
+                        tag = plain_tags.get(value) or resolve(scalar_node, value, implicit)
+                    else:
+                        tag = _STR  # quoted: a string
+                if tag == _STR:
+                    item = value
+                elif tag == _INT and value.isdigit() and value.isascii() and value[0] != "0":
+                    item = int(value)
+                elif tag == _MERGE:
+                    raise _Unusual
+                else:  # null, bool, float, other ints and tags: the safe constructor's own rules
+                    node = scalar_node(tag, value, event.start_mark, event.end_mark, event.style)
+                    item = loader.construct_object(node, deep=True)
+            elif cls is mapping_start or cls is sequence_start:
+                if event.anchor is not None or event.tag not in (None, "!"):
+                    raise _Unusual
+                stack.append([{} if cls is mapping_start else [], cls is mapping_start, no_key])
+                continue
+            elif cls in ends:
+                item = stack.pop()[0]
+            elif cls is events.DocumentEndEvent:
+                if not isinstance(get(), events.StreamEndEvent):
+                    raise _Unusual  # a second document: the full loader refuses it in its words
+                return item
+            else:
+                raise _Unusual  # an alias (to an undefined anchor)
+            if not stack:
+                continue  # the document's root; its end comes next
+            top = stack[-1]
+            if not top[1]:
+                top[0].append(item)
+            elif top[2] is no_key:
+                hash(item)  # an unhashable key: the full loader reports it
+                top[2] = item
+            else:
+                if top[2] in top[0]:
+                    raise _Unusual  # a repeated key: the full loader names it and its lines
+                top[0][top[2]] = item
+                top[2] = no_key
+    finally:
+        loader.dispose()
+
+
 def _load_yaml(text: str, source: str) -> Any:
+    if _SAFE_LOADER is not yaml.SafeLoader and not _ANCHOR.search(text):
+        try:
+            return _load_tree(text)
+        except Exception:  # noqa: BLE001 -- whatever it is, the full loader below decides and words it
+            pass
     try:
         return _load_yaml_with(_FastManifestLoader, text, source)
     except yaml.YAMLError:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from dermgen.manifest import Entry, Manifest
+from dermgen.manifest import Entry, Manifest, paused_gc
 
 DEFAULT_SHARD_SIZE = 64
 DEFAULT_BLOCK = 8
@@ -318,12 +318,13 @@ def plan_run(
     targets = limit_counts(manifest, limit)
     rules: dict[str, SampleRule] = {}
     shards: list[Shard] = []
-    for entry in manifest.entries:
-        n = targets[entry.id]
-        if not n:
-            continue
-        rule = rules[entry.id] = SampleRule(entry, run_seed, block, size, version)
-        shards.extend(Shard(rule, start, min(start + shard_size, n)) for start in range(0, n, shard_size))
+    with paused_gc():  # millions of small objects and no cycles among them
+        for entry in manifest.entries:
+            n = targets[entry.id]
+            if not n:
+                continue
+            rule = rules[entry.id] = SampleRule(entry, run_seed, block, size, version)
+            shards.extend(Shard(rule, start, min(start + shard_size, n)) for start in range(0, n, shard_size))
     return Plan(manifest, run_seed, shard_size, block, size, targets, shards, cap_factor, version, rules)
 
 

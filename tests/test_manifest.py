@@ -67,3 +67,23 @@ def test_error_names_field_value_and_expectation():
             source="m.yaml",
         )
     assert str(exc.value) == "m.yaml: entries[0].count: Input should be greater than 0 (got 0)"
+
+
+def test_paused_gc_restores_the_collector_and_freezes_only_large_builds():
+    import gc
+
+    from dermgen.manifest import paused_gc
+
+    assert gc.isenabled()
+    with pytest.raises(ValueError), paused_gc():
+        assert not gc.isenabled()
+        raise ValueError
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    with paused_gc():
+        kept = [[] for _ in range(100)]
+    assert gc.isenabled() and gc.get_freeze_count() == frozen  # a small build: nothing frozen
+    with paused_gc(freeze_over=50):
+        kept += [[] for _ in range(100)]
+    assert gc.isenabled() and gc.get_freeze_count() >= frozen + 100
+    gc.unfreeze()

@@ -30,3 +30,17 @@ def test_json_with_a_repeated_key_is_left_to_the_yaml_loader(tmp_path):
     assert manifest_mod._json_document(text) is None
     with pytest.raises(ConfigError, match="duplicate key 'name' at line 1"):
         load_manifest(path)
+
+
+def test_relative_lora_paths_in_json_are_beside_the_manifest_as_in_yaml(tmp_path):
+    doc = {
+        "name": "m",
+        "entries": [
+            {"id": "e", "label": "benign", "prompt": "p", "count": 1, "loras": [{"path": "ad/a.safetensors"}]}
+        ],
+    }
+    (tmp_path / "m.json").write_text(json.dumps(doc))
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(doc))
+    a, b = load_manifest(tmp_path / "m.json"), load_manifest(tmp_path / "m.yaml")
+    assert a.entries[0].loras[0].path == str((tmp_path / "ad" / "a.safetensors").resolve())
+    assert a == b
