@@ -97,11 +97,12 @@ def main(argv: list[str] | None = None) -> dict:
         index = loaded.index
         labels = index.labels
         if args.tile > 1:  # lookups against K repeats of the stored arrays: the size of K times the set
-            a = index.arrays()
+            a = index.arrays(pre=True)
             index = FingerprintIndex.from_arrays(
                 np.concatenate([a["rings"]] * args.tile),
                 np.concatenate([a["grays"]] * args.tile),
                 labels * args.tile,
+                np.concatenate([a["pre"]] * args.tile),
             )
         ms: dict[str, list[float]] = {}
 

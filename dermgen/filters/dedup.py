@@ -439,24 +439,38 @@ class FingerprintIndex:
         self._grays = np.zeros((0, SIDE, SIDE), np.uint8)
         self._labels: list[str] = []
         self._pre: dict[int, np.ndarray] = {}  # pre-scan templates of the entries shortlisted so far
+        self._pre_made: np.ndarray | None = None  # or all of them, made ahead (a cached reference index)
 
     @classmethod
-    def from_arrays(cls, rings: np.ndarray, grays: np.ndarray, labels: list[str]) -> FingerprintIndex:
-        """An index over stored arrays (e.g. memory-mapped from a cache); rows line up with ``labels``."""
-        if not (len(rings) == len(grays) == len(labels)):
+    def from_arrays(
+        cls, rings: np.ndarray, grays: np.ndarray, labels: list[str], pre: np.ndarray | None = None
+    ) -> FingerprintIndex:
+        """An index over stored arrays (e.g. memory-mapped from a cache); rows line up with ``labels``.
+        ``pre``: the entries' pre-scan templates, (n, 576) float16, when they were made ahead."""
+        if not (len(rings) == len(grays) == len(labels)) or (pre is not None and len(pre) != len(labels)):
             raise ValueError(
                 f"index arrays disagree in length: rings {len(rings)}, grays {len(grays)}, labels {len(labels)}"
+                + ("" if pre is None else f", pre {len(pre)}")
             )
         index = cls()
         index._rings, index._grays = rings, grays
         index._labels = list(labels)
         index._n = len(labels)
+        index._pre_made = pre
         return index
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The stored arrays (rings, grays), trimmed to the entries."""
+    def arrays(self, pre: bool = False) -> dict[str, np.ndarray]:
+        """The stored arrays (rings, grays; with ``pre`` also every entry's pre-scan template, made now
+        where missing), trimmed to the entries."""
         n = self._n
-        return {"rings": self._rings[:n], "grays": self._grays[:n]}
+        out = {"rings": self._rings[:n], "grays": self._grays[:n]}
+        if pre:
+            out["pre"] = (
+                np.stack([self._pre_template(i) for i in range(n)])
+                if n
+                else np.zeros((0, PRE_TEMPLATE * PRE_TEMPLATE), np.float16)
+            )
+        return out
 
     @property
     def labels(self) -> list[str]:
@@ -488,6 +502,8 @@ class FingerprintIndex:
 
     def _pre_template(self, i: int) -> np.ndarray:
         """Entry ``i``'s pre-scan template, made when first needed and kept (entries never change)."""
+        if self._pre_made is not None:
+            return self._pre_made[i]
         t = self._pre.get(i)
         if t is None:
             t = self._pre[i] = _pre_template(self._grays[i])

@@ -28,7 +28,7 @@ __all__ = ["INDEX_VERSION", "ReferenceIndex", "index_cache_dir", "load_reference
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 1  # bump when the fingerprint changes: old caches are then ignored
+INDEX_VERSION = 2  # bump when the fingerprint changes: old caches are then ignored (2: pre-scan templates)
 
 
 @dataclass
@@ -83,7 +83,8 @@ def _load_cached(folder: Path) -> tuple[FingerprintIndex, int] | None:
         labels = json.loads((folder / "labels.json").read_text())
         rings = np.load(folder / "rings.npy")
         grays = np.load(folder / "grays.npy", mmap_mode="r")
-        return FingerprintIndex.from_arrays(rings, grays, labels), int(meta.get("unreadable", 0))
+        pre = np.load(folder / "pre.npy")
+        return FingerprintIndex.from_arrays(rings, grays, labels, pre), int(meta.get("unreadable", 0))
     except (OSError, ValueError, KeyError):
         return None
 
@@ -91,9 +92,10 @@ def _load_cached(folder: Path) -> tuple[FingerprintIndex, int] | None:
 def _save(folder: Path, index: FingerprintIndex, meta: dict) -> None:
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
-    arrays = index.arrays()
+    arrays = index.arrays(pre=True)
     np.save(tmp / "rings.npy", arrays["rings"])
     np.save(tmp / "grays.npy", arrays["grays"])
+    np.save(tmp / "pre.npy", arrays["pre"])
     (tmp / "labels.json").write_text(json.dumps(index.labels))
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     try:

@@ -95,6 +95,11 @@ def test_reference_index_is_cached_by_content(ref_dir, monkeypatch, tmp_path):
     again = load_reference_index(ref_dir)
     assert not first.cached and again.cached and first.sha256 == again.sha256
     assert len(again) == N_REFS and again.index.labels == first.index.labels
+    # the cache holds the pre-scan templates made ahead: the same as those made on the fly
+    fresh = FingerprintIndex.from_arrays(
+        **{k: v for k, v in again.index.arrays().items()}, labels=again.index.labels
+    )
+    np.testing.assert_array_equal(again.index.arrays(pre=True)["pre"], fresh.arrays(pre=True)["pre"])
     fp = fingerprint(read_rgb(ref_dir / again.index.labels[0]))
     assert again.index.match(fp).similarity > 0.99
     (ref_dir / again.index.labels[0]).touch()  # same content: same hash
@@ -113,4 +118,11 @@ def test_index_from_arrays_checks_lengths():
     with pytest.raises(ValueError, match="disagree"):
         FingerprintIndex.from_arrays(
             np.zeros((2, 3, 36), np.float32), np.zeros((1, 128, 128), np.uint8), ["a"]
+        )
+    with pytest.raises(ValueError, match="pre 2"):
+        FingerprintIndex.from_arrays(
+            np.zeros((1, 3, 36), np.float32),
+            np.zeros((1, 128, 128), np.uint8),
+            ["a"],
+            np.zeros((2, 576), np.float16),
         )
