@@ -12,8 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import random
+import socket
+import tempfile
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from dermgen.errors import RunFailed
@@ -61,8 +64,29 @@ def _last_error_line(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
+def recorded_cluster(ray_tmp: str | os.PathLike[str] | None = None) -> tuple[str, bool] | None:
+    """The cluster `ray start` last recorded on this machine (which a bare `ray.init()` would join) and
+    whether its GCS answers; None when none is recorded."""
+    root = Path(ray_tmp or os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray"
+    try:
+        address = (root / "ray_current_cluster").read_text().strip()
+    except OSError:
+        return None
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2.0):
+            return address, True
+    except (OSError, ValueError):
+        return address, False
+
+
 def _init_ray(address: str | None) -> bool:
-    """Connect to (or start) Ray; returns True if this call started it."""
+    """Connect to (or start) Ray; returns True if this call started it.
+
+    Without an address (argument or RAY_ADDRESS), Ray joins the cluster `ray start` recorded on this
+    machine; when that cluster is gone (killed without `ray stop`), Ray would wait on it for minutes, so a
+    local Ray is started instead, with a warning.
+    """
     import ray
 
     if ray.is_initialized():
@@ -70,6 +94,15 @@ def _init_ray(address: str | None) -> bool:
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
+        return True
+    recorded = recorded_cluster()
+    if recorded is not None and not recorded[1]:
+        log.warning(
+            "the Ray cluster recorded at %s by `ray start` does not answer; starting a local Ray instead "
+            "(pass --ray-address to join a cluster)",
+            recorded[0],
+        )
+        ray.init(address="local", log_to_driver=True)
     else:
         ray.init(log_to_driver=True)
     return True

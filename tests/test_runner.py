@@ -50,3 +50,22 @@ def test_cpu_cluster_gets_cpu_actors(tmp_path, ray_local):
     assert {a["device"] for a in summary["actors"].values()} == {"cpu"}
     shard_ids = [s["shard_id"] for s in summary["shards"]]
     assert shard_ids and len(shard_ids) == len(set(shard_ids))  # every shard rendered once
+
+
+def test_a_stale_recorded_cluster_is_seen_as_gone(tmp_path):
+    """A cluster `ray start` recorded and that was killed without `ray stop`: a bare `ray.init()` would
+    wait on it for minutes; the runner sees that it does not answer (and starts a local Ray instead)."""
+    import socket
+
+    from dermgen.runner import recorded_cluster
+
+    assert recorded_cluster(tmp_path) is None  # nothing recorded
+    (tmp_path / "ray").mkdir()
+    with socket.socket() as listening:  # a port that answers
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}")
+        assert recorded_cluster(tmp_path) == (f"127.0.0.1:{port}", True)
+    # the same port once nothing listens on it
+    assert recorded_cluster(tmp_path) == (f"127.0.0.1:{port}", False)
