@@ -107,6 +107,7 @@ def run_generation(
     from ray.exceptions import RayActorError, RayTaskError
 
     started_ray = _init_ray(run.config.ray_address)
+    actors: dict[str, Any] = {}
     try:
         n_actors, resources = _pool_shape(run)
         if actor_options:
@@ -114,7 +115,6 @@ def run_generation(
         n_actors = min(n_actors, max(1, len(run.scheduler.pending)))
         actor_cls = _generator_actor_class(worker_cls)
         progress = Progress(run.plan.total_target, interval=run.config.progress_interval)
-        actors: dict[str, Any] = {}
         state: dict[str, str] = {}  # name -> starting|ready|dead
         pings: dict[Any, str] = {}
         inflight: dict[Any, tuple[str, Any]] = {}  # ref -> (actor name, shard)
@@ -185,7 +185,11 @@ def run_generation(
             if created < max_actors and not run.scheduler.finished:
                 spawn()
 
+        next_look = 0.0
         while not run.scheduler.finished:
+            if run.scheduler.waiting and time.time() >= next_look:  # another driver's shards: look again
+                run.scheduler.retry_deferred()
+                next_look = time.time() + run.leases.wait_s() if run.leases else 0.0
             # feed actors with a free slot, up to QUEUE_DEPTH shards each
             while hungry and run.scheduler.pending:
                 name = hungry.popleft()
@@ -296,6 +300,15 @@ def run_generation(
         stats["shards_not_logged"] = shard_log_dropped
         stats["actor_totals"] = per_actor
         return finalize_run(run, stats)
+    except BaseException:
+        # stop every attempt before the caller releases this driver's claims: no actor of a failed run
+        # keeps writing PNGs under a shard another driver may then take over
+        for handle in actors.values():
+            try:
+                ray.kill(handle)
+            except Exception:  # noqa: BLE001
+                pass
+        raise
     finally:
         if started_ray:
             ray.shutdown()
@@ -324,7 +337,12 @@ def run_in_process(run: PreparedRun, worker_cls: type[ShardWorker] = ShardWorker
     worker = worker_cls(run.worker_options, run.store, run.run_id, actor="local")
     progress = Progress(run.plan.total_target, interval=run.config.progress_interval)
     try:
-        while (shard := run.scheduler.next_shard()) is not None:
+        while not run.scheduler.finished:
+            shard = run.scheduler.next_shard()
+            if shard is None:  # the rest is under another driver's claims: wait, then look again
+                time.sleep(run.leases.wait_s() if run.leases else 0.1)
+                run.scheduler.retry_deferred()
+                continue
             summary = worker.run_shard(shard, run.plan.entry(shard.entry_id).filter)
             run.scheduler.complete(shard, summary)
             progress.update(summary)
@@ -350,6 +368,18 @@ def generate(
     reliability tests inject faults this way); with Ray it must be importable or picklable by value.
     """
     run = prepare_run(config)
+    try:
+        return _run_prepared(run, use_ray, worker_cls, actor_options)
+    finally:
+        run.close()  # on any failure too: this driver's claims are released, not left to expire
+
+
+def _run_prepared(
+    run: PreparedRun,
+    use_ray: bool,
+    worker_cls: type[ShardWorker],
+    actor_options: dict[str, Any] | None,
+) -> dict[str, Any]:
     log.info(
         "run %s -> %s: %d planned kept images (%s), %d shard(s) to render, %d already committed",
         run.run_id,

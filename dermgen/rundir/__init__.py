@@ -9,11 +9,13 @@ or list shards themselves.
 """
 
 from dermgen.rundir.layout import (
+    CLAIMS_PREFIX,
     IMAGES_PREFIX,
     RUN_JSON,
     SHARDS_PREFIX,
     SUMMARY_JSON,
     Listing,
+    claim_key,
     classify,
     image_key,
     parse_image_key,
@@ -24,6 +26,7 @@ from dermgen.rundir.model import AdapterBinding, Binding, RunInfo, ShardSummary,
 from dermgen.rundir.reader import RunDir
 
 __all__ = [
+    "CLAIMS_PREFIX",
     "IMAGES_PREFIX",
     "RUN_JSON",
     "SHARDS_PREFIX",
@@ -34,6 +37,7 @@ __all__ = [
     "RunDir",
     "RunInfo",
     "ShardSummary",
+    "claim_key",
     "classify",
     "image_key",
     "parse_image_key",
