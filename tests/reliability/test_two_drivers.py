@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from dermgen.rundir import RunDir
-from dermgen.rundir.claims import HOST_ENV
+from dermgen.rundir.claims import HOST_ENV, read_claims
 from dermgen.store import open_store
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PER_ENTRY = 24
+PER_ENTRY = 16
 SHARD_SIZE = 2
 SHARDS = 2 * PER_ENTRY // SHARD_SIZE
 LEASE_S, RENEW_S = "3", "0.5"
@@ -74,6 +74,11 @@ def committed(store) -> int:
     return len(RunDir(store).shard_ids())
 
 
+def claim_pids(store) -> set[int]:
+    """Process ids of the drivers whose claims are on the store now."""
+    return {claim.pid for claim, _ in read_claims(store).values() if claim is not None}
+
+
 def run_two_drivers(tmp_path: Path, output: str, seed: int, kills: int = 2) -> dict:
     """Start two drivers on `output`, kill and restart one at random `kills` times while shards remain,
     then let both finish. Returns what happened (printed by the caller)."""
@@ -109,16 +114,21 @@ def run_two_drivers(tmp_path: Path, output: str, seed: int, kills: int = 2) -> d
         slot.start()
     events = []
     try:
-        # each kill lands after a random number of further commits, while work remains
+        # each kill lands after a random number of further commits, on a driver holding a claim (so it
+        # dies mid-shard and leaves a claim behind), while work remains
         triggers = sorted(rng.sample(range(2, SHARDS - 6), kills))
         for trigger in triggers:
             deadline = time.time() + 240
-            while committed(store) < trigger:
+            while True:
                 assert time.time() < deadline, f"no progress to {trigger} commits: " + slots[0].tail()
                 for slot in slots:
                     assert slot.running() or slot.proc.returncode == 0, f"{slot.name} failed:\n{slot.tail()}"
-                time.sleep(0.05)
-            live = [s for s in slots if s.running()]
+                if committed(store) >= trigger:
+                    pids = claim_pids(store)
+                    live = [s for s in slots if s.running() and s.proc.pid in pids]
+                    if live or not any(s.running() for s in slots):
+                        break
+                time.sleep(0.1)
             if not live:
                 break
             victim = rng.choice(live)
@@ -152,6 +162,7 @@ def check_two_driver_run(result: dict, exactly_once) -> None:
     assert stats["duplicates"] == 0 and stats["written"] == stats["planned"]
     assert len(listing.shards) == SHARDS
     assert not listing.claims, f"claims left behind: {listing.claims}"
+    assert result["taken_over"] >= 1, "a killed driver's claim was taken over"
     assert not listing.temps, listing.temps
     refs = RunDir(store).referenced_images()
     assert set(listing.images) == refs, "every PNG on the store is referenced by exactly the committed rows"
@@ -167,3 +178,43 @@ def test_two_drivers_killed_at_random_on_a_local_output(tmp_path, exactly_once):
 def test_two_drivers_killed_at_random_on_s3(tmp_path, s3_bucket, exactly_once):
     result = run_two_drivers(tmp_path, f"s3://{s3_bucket}/run", seed=16)
     check_two_driver_run(result, exactly_once)
+
+
+def _foreign_claim(store, shard_id: str, run_id: str, expires_in: float) -> None:
+    from dermgen.rundir import claim_key
+    from dermgen.rundir.claims import Claim
+
+    claim = Claim.new(run_id, shard_id, "other-driver", 30.0).model_copy(
+        update={"host_id": "another-machine", "expires_at": time.time() + expires_in}
+    )
+    store.put(claim_key(shard_id), claim.to_bytes())
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_sweep_spares_the_pngs_of_a_shard_another_driver_holds(backend, request, commit_race):
+    """Another driver has written PNGs of a shard it has not committed yet: while its claim is live the
+    sweep leaves them (and every temp file) alone; once the claim is stale, they and the claim go."""
+    from dermgen.store import LocalStore
+
+    store = LocalStore(request.getfixturevalue("run_copy"))
+    if backend == "s3":
+        store = request.getfixturevalue("s3_run_copy")
+    rd = RunDir(store)
+    run_id = rd.info().run_id
+    shard_id = "malignant_mole-0000002-0000004"
+    rows = commit_race.uncommit(store, shard_id)
+    _, _, pngs = commit_race.new_attempt(store, rows)  # the other driver's PNGs, not yet committed
+    _foreign_claim(store, shard_id, run_id, expires_in=30)
+    if backend == "local":
+        temp = Path(store.local_path("images/kept/malignant/.x.png.abc.tmp"))
+        temp.write_bytes(b"half-written")
+
+    assert rd.sweep_orphans(run_id) == []
+    assert all(store.exists(k) for k in pngs) and rd.listing().claims == [shard_id]
+    if backend == "local":
+        assert temp.exists(), "temp files are left alone while another driver holds a claim"
+
+    _foreign_claim(store, shard_id, run_id, expires_in=-1)  # that driver died: its claim expired
+    removed = rd.sweep_orphans(run_id)
+    assert set(pngs) <= set(removed) and not any(store.exists(k) for k in pngs)
+    assert rd.listing().claims == [] and not rd.listing().temps
