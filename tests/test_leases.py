@@ -11,7 +11,7 @@ import time
 import pytest
 
 from dermgen.leases import COMMITTED, MINE, TAKEN, ShardLeases
-from dermgen.rundir import classify, claim_key, shard_key
+from dermgen.rundir import claim_key, classify, shard_key
 from dermgen.rundir.claims import Claim, host_identity, read_claim, read_claims, sweep_stale_claims
 from dermgen.store import LocalStore, open_store
 
@@ -78,7 +78,7 @@ def test_local_takeover_race_between_threads_has_one_winner(tmp_path):
         barrier = threading.Barrier(4)
         wins = []
 
-        def take(i: int, version=version) -> None:
+        def take(i: int, version=version, barrier=barrier, wins=wins) -> None:
             barrier.wait(timeout=10)
             if store.replace_if_version(key, f"t{i}".encode(), version):
                 wins.append(i)
@@ -149,7 +149,9 @@ def test_a_live_claim_of_another_machine_is_respected_until_it_expires(store):
 
 
 def test_a_dead_driver_on_this_host_leaves_claims_that_are_stale_at_once(store):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     write_claim(store, host_id=host_identity(), pid=int(dead.stdout), expires_at=time.time() + 600)
     claim, _ = read_claim(store, SHARD)
     assert not claim.is_live(RUN)
