@@ -23,6 +23,7 @@ from dermgen.rundir.claims import HOST_ENV, read_claims
 from dermgen.store import open_store
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SMOKE_MANIFEST = str(REPO_ROOT / "manifests" / "smoke.yaml")  # what the `gen` fixture renders
 PER_ENTRY = 16
 SHARD_SIZE = 2
 SHARDS = 2 * PER_ENTRY // SHARD_SIZE
@@ -218,3 +219,51 @@ def test_sweep_spares_the_pngs_of_a_shard_another_driver_holds(backend, request,
     removed = rd.sweep_orphans(run_id)
     assert set(pngs) <= set(removed) and not any(store.exists(k) for k in pngs)
     assert rd.listing().claims == [] and not rd.listing().temps
+
+
+@pytest.mark.parametrize(
+    "use_ray", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["in-process", "ray"]
+)
+def test_a_shard_under_another_drivers_claim_waits_for_it(use_ray, request, tmp_path, gen, exactly_once):
+    """A shard another driver holds is passed over; the driver renders the rest, waits, and takes the shard
+    over once that claim expires, with either runner."""
+    import threading
+
+    from dermgen.config import make_config
+    from dermgen.run import prepare_run
+
+    if use_ray:
+        request.getfixturevalue("ray_local")
+    out = tmp_path / "run"
+    settings = {"claim_lease_s": 5.0, "claim_renew_s": 0.5}
+    prepared = prepare_run(
+        make_config(
+            manifest=SMOKE_MANIFEST,
+            model="tiny",
+            output=str(out),
+            limit=8,
+            size=64,
+            filter="none",
+            shard_size=2,
+            batch_size=2,
+            **settings,
+        )
+    )
+    prepared.close()
+    run_id, store = prepared.run_id, prepared.store
+    held = "benign_mole-0000000-0000002"
+    _foreign_claim(store, held, run_id, expires_in=600)
+
+    def expire_when_the_rest_is_done() -> None:
+        deadline = time.time() + 300
+        while committed(store) < 3 and time.time() < deadline:
+            time.sleep(0.1)
+        _foreign_claim(store, held, run_id, expires_in=-1)  # that driver died
+
+    watcher = threading.Thread(target=expire_when_the_rest_is_done, daemon=True)
+    watcher.start()
+    summary = gen(out, use_ray=use_ray, num_actors=1, **settings)
+    watcher.join(timeout=10)
+    assert summary["claims_taken_over"] == 1 and summary["complete"]
+    assert RunDir(store).listing().claims == []
+    exactly_once(store, 8)
