@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dermgen.errors import StoreError
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 MINE, COMMITTED, TAKEN = "mine", "committed", "taken"
 ACQUIRE_TRIES = 5
+CLAIM_THREADS = 16  # renewals and releases in flight at once (a pool of hundreds of actors holds many)
 
 
 class ShardLeases:
@@ -40,7 +42,10 @@ class ShardLeases:
         self.renew_s = renew_s
         self.driver = uuid.uuid4().hex
         self._held: dict[str, tuple[Claim, str]] = {}  # shard_id -> (claim as written, its version)
-        self._lock = threading.Lock()  # guards _held and serialises renew/release of one claim
+        self._lock = threading.Lock()  # guards _held, _locks and _pool
+        self._locks: dict[str, threading.Lock] = {}  # per claim: its renewal and release never overlap
+        self._pool: ThreadPoolExecutor | None = None
+        self._closed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.taken_over = 0  # stale claims of other drivers this driver took over
@@ -85,16 +90,38 @@ class ShardLeases:
             return MINE
         return TAKEN  # contended each time: the scheduler looks again later
 
-    def release(self, shard_id: str) -> None:
-        """Give up the claim (after the shard committed, or when the run stops); never another's."""
+    def release(self, shard_id: str, wait: bool = False) -> None:
+        """Give up the claim (after the shard committed, or when the run stops); never another's. Done on
+        the claim threads unless `wait`, so the dispatch loop does not wait for the store."""
         with self._lock:
-            held = self._held.pop(shard_id, None)
+            if shard_id not in self._held:
+                return
+            pool = None if wait or self._closed else self._executor()
+        if pool is None:
+            self._release_one(shard_id)
+        else:
+            pool.submit(self._release_one, shard_id)
+
+    def _claim_lock(self, shard_id: str) -> threading.Lock:
+        with self._lock:
+            return self._locks.setdefault(shard_id, threading.Lock())
+
+    def _executor(self) -> ThreadPoolExecutor:  # called with self._lock held
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(CLAIM_THREADS, thread_name_prefix="dermgen-claims")
+        return self._pool
+
+    def _release_one(self, shard_id: str) -> None:
+        with self._claim_lock(shard_id):
+            with self._lock:
+                held = self._held.pop(shard_id, None)
+                self._locks.pop(shard_id, None)
             if held is None:
                 return
             try:
                 if not self.store.delete_if_version(claim_key(shard_id), held[1]):
                     log.debug("shard %s: claim already changed by another driver; left alone", shard_id)
-            except (StoreError, OSError) as exc:  # it expires on its own
+            except Exception as exc:  # noqa: BLE001 - it expires on its own
                 log.warning(
                     "shard %s: could not release its claim (%s); it expires on its own", shard_id, exc
                 )
@@ -118,28 +145,41 @@ class ShardLeases:
             return sorted(self._held)
 
     def renew(self) -> None:
-        """Extend every held claim by a lease; a claim found changed was lost (logged, no longer held)."""
-        for shard_id in self.held:
+        """Extend every held claim by a lease (on the claim threads, in parallel); a claim found changed
+        was lost (logged, no longer held)."""
+        held = self.held
+        if not held:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            pool = self._executor()
+        list(pool.map(self._renew_one, held))
+
+    def _renew_one(self, shard_id: str) -> None:
+        with self._claim_lock(shard_id):
             with self._lock:
                 held = self._held.get(shard_id)
-                if held is None:
-                    continue
-                claim = held[0].renewed(self.lease_s)
-                try:
-                    version = self.store.replace_if_version(claim_key(shard_id), claim.to_bytes(), held[1])
-                except (StoreError, OSError) as exc:
-                    log.warning("shard %s: claim renewal failed (%s); retrying", shard_id, exc)
-                    continue
+            if held is None:  # released meanwhile
+                return
+            claim = held[0].renewed(self.lease_s)
+            try:
+                version = self.store.replace_if_version(claim_key(shard_id), claim.to_bytes(), held[1])
+            except Exception as exc:  # noqa: BLE001 - tried again next round
+                log.warning("shard %s: claim renewal failed (%s); retrying", shard_id, exc)
+                return
+            with self._lock:
                 if version is None:
-                    self._held.pop(shard_id)
+                    self._held.pop(shard_id, None)
                     self.lost += 1
-                    log.warning(
-                        "shard %s: this driver's claim expired and was taken over (renewals ran late: "
-                        "is --claim-lease-s too short?); the commit stays exactly-once",
-                        shard_id,
-                    )
                 else:
                     self._held[shard_id] = (claim, version)
+            if version is None:
+                log.warning(
+                    "shard %s: this driver's claim expired and was taken over (renewals ran late: is "
+                    "--claim-lease-s too short?); the commit stays exactly-once",
+                    shard_id,
+                )
 
     def _ensure_renewing(self) -> None:
         if self._thread is None and not self._stop.is_set():
@@ -158,8 +198,13 @@ class ShardLeases:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)  # releases already queued finish first
         for shard_id in self.held:
-            self.release(shard_id)
+            self._release_one(shard_id)
 
     def stats(self) -> dict[str, Any]:
         return {"claims_taken_over": self.taken_over, "claims_lost": self.lost}

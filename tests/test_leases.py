@@ -102,7 +102,7 @@ def test_a_claim_keeps_other_drivers_off_until_released(store):
         claim, _ = read_claim(store, SHARD)
         assert claim.driver == a.driver and claim.run_id == RUN and claim.expires_at > time.time()
         assert b.acquire(SHARD) == TAKEN
-        a.release(SHARD)
+        a.release(SHARD, wait=True)
         assert not store.exists(claim_key(SHARD))
         assert b.acquire(SHARD) == MINE
     finally:
