@@ -45,6 +45,7 @@ class ShardLeases:
         self._lock = threading.Lock()  # guards _held, _locks and _pool
         self._locks: dict[str, threading.Lock] = {}  # per claim: its renewal and release never overlap
         self._pool: ThreadPoolExecutor | None = None
+        self._found: dict[str, str] = {}  # verdicts other than MINE found by `prefetch`, used once
         self._closed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -58,6 +59,23 @@ class ShardLeases:
         with self._lock:
             if shard_id in self._held:
                 return MINE
+            found = self._found.pop(shard_id, None)
+        return found or self._acquire(shard_id)
+
+    def prefetch(self, shard_ids: list[str]) -> None:
+        """Claim these shards (the next to be dispatched) in parallel on the claim threads; `acquire`
+        then answers from what was found. Keeps a large pool fed when each claim is a store round trip."""
+        with self._lock:
+            todo = [s for s in shard_ids if s not in self._held and s not in self._found]
+            pool = None if self._closed or len(todo) < 2 else self._executor()
+        if pool is None:
+            return
+        for shard_id, verdict in zip(todo, pool.map(self._acquire, todo), strict=True):
+            if verdict != MINE:
+                with self._lock:
+                    self._found[shard_id] = verdict
+
+    def _acquire(self, shard_id: str) -> str:
         key = claim_key(shard_id)
         for _ in range(ACQUIRE_TRIES):
             claim = Claim.new(self.run_id, shard_id, self.driver, self.lease_s)

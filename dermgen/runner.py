@@ -24,6 +24,7 @@ from dermgen.worker import ShardWorker, WorkerOptions
 log = logging.getLogger(__name__)
 
 QUEUE_DEPTH = 2  # shards queued per actor, so it starts the next one without a round trip
+PREFETCH_LIMIT = 64  # shard claims taken at once, in parallel, before a round of dispatches
 SHARD_LOG_LIMIT = 2_000  # per-shard timing rows kept in the summary; per-actor totals are always kept
 ACTOR_START_TIMEOUT_S = float(os.environ.get("DERMGEN_ACTOR_START_TIMEOUT", "600"))
 
@@ -190,7 +191,9 @@ def run_generation(
             if run.scheduler.waiting and time.time() >= next_look:  # another driver's shards: look again
                 run.scheduler.retry_deferred()
                 next_look = time.time() + run.leases.wait_s() if run.leases else 0.0
-            # feed actors with a free slot, up to QUEUE_DEPTH shards each
+            # feed actors with a free slot, up to QUEUE_DEPTH shards each (their claims taken at once)
+            if hungry and run.scheduler.pending:
+                run.scheduler.prefetch(min(len(hungry) * QUEUE_DEPTH, PREFETCH_LIMIT))
             while hungry and run.scheduler.pending:
                 name = hungry.popleft()
                 hungry_set.discard(name)

@@ -12,6 +12,7 @@ is finished only when no shard is pending, in flight or deferred.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ class ShardGate(Protocol):
         """ "mine", "committed" (by another driver) or "taken" (under another driver's live claim)."""
 
     def release(self, shard_id: str) -> None: ...
+
+    def prefetch(self, shard_ids: list[str]) -> None:
+        """Claim these (the next to be handed out) at once, ahead of `acquire`."""
 
     def committed_summary(self, shard_id: str) -> dict[str, Any]: ...
 
@@ -134,6 +138,11 @@ class ShardScheduler:
             ep.inflight += 1
             return shard
         return None
+
+    def prefetch(self, n: int) -> None:
+        """Let the gate claim the next `n` pending shards at once (a pool about to take several)."""
+        if self.gate is not None and n > 1 and self.pending and hasattr(self.gate, "prefetch"):
+            self.gate.prefetch([s.shard_id for s in itertools.islice(self.pending, n)])
 
     def _adopt(self, shard: Shard, summary: dict[str, Any]) -> None:
         """Account a shard that another driver committed, as if this driver had."""

@@ -275,3 +275,19 @@ def test_scheduler_defers_taken_shards_and_adopts_committed_ones():
     assert s.retry_deferred() == 1
     assert s.next_shard() is None and s.finished and s.adopted == 2
     assert s.report()["e"]["kept"] == 8 and not s.shortfalls()
+
+
+def test_prefetch_claims_several_shards_at_once(store):
+    free, taken, done = (f"benign_mole-{i:07d}-{i + 2:07d}" for i in (0, 2, 4))
+    write_claim(store, taken)
+    store.put(shard_key(done), b"parquet")
+    b = leases(store)
+    try:
+        b.prefetch([free, taken, done])
+        assert b.held == [free] and read_claim(store, free)[0].driver == b.driver
+        store.delete(claim_key(taken))  # answers come from what prefetch found, once
+        assert [b.acquire(s) for s in (free, taken, done)] == [MINE, TAKEN, COMMITTED]
+        assert b.acquire(taken) == MINE, "a second look goes to the store"
+    finally:
+        b.close()
+    assert read_claims(store) == {}
