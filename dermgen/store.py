@@ -135,9 +135,10 @@ class LocalStore(Store):
     def local_path(self, key: str) -> str:
         return str(self._path(key))
 
-    def _write_temp(self, path: Path, data: bytes) -> str:
-        """Write `data` beside `path` under a dot-name ending in ``.tmp``; on any failure (disk full, quota,
-        permissions) the temp file is removed and StoreError (exit 3) says why."""
+    def _write_temp(self, path: Path, data: bytes, durable: bool = True) -> str:
+        """Write `data` beside `path` under a dot-name ending in ``.tmp`` (fsynced unless not `durable`); on
+        any failure (disk full, quota, permissions) the temp file is removed and StoreError (exit 3) says
+        why."""
         tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,8 +146,9 @@ class LocalStore(Store):
             os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; runs are shared data, honour the umask
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
             return tmp
         except OSError as exc:
             if tmp is not None:
@@ -187,8 +189,11 @@ class LocalStore(Store):
             raise StoreError(f"cannot write {self.url(key)}: {exc.strerror or exc}") from None
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
+        return self._link_new(key, data, durable=True)
+
+    def _link_new(self, key: str, data: bytes, durable: bool) -> bool:
         path = self._path(key)
-        tmp = self._write_temp(path, data)
+        tmp = self._write_temp(path, data, durable)
         try:
             os.link(tmp, path)  # atomic, fails if the target exists
             return True
@@ -203,6 +208,7 @@ class LocalStore(Store):
     # token and its expiry), so equal hashes mean the same write. Replace and delete hold an exclusive
     # flock on the object's folder while they compare and act; create is a hard link (atomic, fails if the
     # name exists), and nothing deletes a versioned object without the lock, so the compare stays true.
+    # Versioned objects are short-lived coordination state (claims): they are not fsynced.
 
     @staticmethod
     def _version(data: bytes) -> str:
@@ -223,7 +229,7 @@ class LocalStore(Store):
             os.close(fd)  # closing the last descriptor releases the lock
 
     def create_versioned(self, key: str, data: bytes) -> str | None:
-        return self._version(data) if self.put_if_absent(key, data) else None
+        return self._version(data) if self._link_new(key, data, durable=False) else None
 
     def get_versioned(self, key: str) -> tuple[bytes, str]:
         data = self.get(key)
@@ -239,7 +245,12 @@ class LocalStore(Store):
                     return None
                 if self._version(current) != version:
                     return None
-                self.put(key, data)  # temp file + atomic rename over the old version
+                tmp = self._write_temp(path, data, durable=False)
+                try:
+                    os.replace(tmp, path)  # atomic: readers see the old version or the new one
+                except OSError as exc:
+                    os.unlink(tmp)
+                    raise StoreError(f"cannot write {self.url(key)}: {exc.strerror or exc}") from None
                 return self._version(data)
         except KeyError:
             return None
