@@ -93,7 +93,8 @@ class ShardLeases:
                     version = self.store.replace_if_version(key, claim.to_bytes(), current_version)
                     if version is None:
                         continue  # another driver changed it first: look again
-                    self.taken_over += 1
+                    with self._lock:
+                        self.taken_over += 1
                     log.info(
                         "shard %s: took over the expired claim of %s",
                         shard_id,
@@ -200,9 +201,13 @@ class ShardLeases:
                 )
 
     def _ensure_renewing(self) -> None:
-        if self._thread is None and not self._stop.is_set():
-            self._thread = threading.Thread(target=self._renew_loop, name="dermgen-claims", daemon=True)
-            self._thread.start()
+        with self._lock:
+            if self._thread is not None or self._stop.is_set():
+                return
+            self._thread = threading.Thread(
+                target=self._renew_loop, name="dermgen-claim-renewal", daemon=True
+            )
+        self._thread.start()
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.renew_s):
@@ -214,7 +219,7 @@ class ShardLeases:
     def close(self) -> None:
         """Stop renewing and release every claim still held (the run ended or failed)."""
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=30)
         with self._lock:
             self._closed = True
