@@ -87,6 +87,19 @@ class GenerateConfig(BaseModel):
         None, description="Ray cluster address (default: RAY_ADDRESS or a local Ray)"
     )
     max_shard_retries: int = Field(3, ge=0, description="attempts of a failing shard before the run fails")
+    claim_lease_s: float = Field(
+        60.0,
+        ge=1.0,
+        le=3600.0,
+        description="seconds a driver's claim on a shard lasts unless renewed; another driver on the same "
+        "output takes over a shard whose claim has expired (a dead driver's claims expire after this)",
+    )
+    claim_renew_s: float = Field(
+        15.0,
+        gt=0,
+        description="seconds between renewals of a driver's claims while their shards render (less than "
+        "--claim-lease-s); a driver waiting on another driver's shards looks again at least this often",
+    )
     progress_interval: float = Field(
         10.0, gt=0, description="seconds between progress lines when not on a terminal"
     )
@@ -109,6 +122,14 @@ class GenerateConfig(BaseModel):
             raise ValueError(f"expected 'default', 'none' or a filter profile *.yaml file, got {v!r}")
         load_profile(v)  # fail now, naming the file and the problem, not in a worker
         return str(Path(v).resolve())
+
+    @field_validator("claim_renew_s")
+    @classmethod
+    def _claim_renew(cls, v: float, info) -> float:
+        lease = info.data.get("claim_lease_s")
+        if lease is not None and v >= lease:
+            raise ValueError(f"must be less than --claim-lease-s ({lease:g}) so claims are renewed in time")
+        return v
 
     @field_validator("cuda_graphs")
     @classmethod

@@ -17,6 +17,7 @@ from typing import Any
 
 from dermgen.config import GenerateConfig
 from dermgen.errors import ConfigError, PlanMismatchError, StoreError
+from dermgen.leases import ShardLeases
 from dermgen.manifest import Manifest, load_manifest, manifest_hash
 from dermgen.models import model_fingerprint, resolve_model
 from dermgen.pipeline import LoraSpec, check_lora_compatible, check_lora_file
@@ -58,8 +59,14 @@ class PreparedRun:
     binding: dict[str, Any]
     worker_options: WorkerOptions
     scheduler: ShardScheduler
+    leases: ShardLeases | None = None  # this driver's shard claims (released by `close`)
     resumed_shards: int = 0
     started: float = field(default_factory=time.time)
+
+    def close(self) -> None:
+        """Stop renewing and release this driver's shard claims (after the run, or when it fails)."""
+        if self.leases is not None:
+            self.leases.close()
 
 
 def model_arg(config: GenerateConfig, manifest: Manifest) -> str:
@@ -332,7 +339,9 @@ def prepare_run(config: GenerateConfig) -> PreparedRun:
     }
     run_id = bind_run(store, run_json, config.force_new_run)
     committed = committed_summaries(store, run_id)
-    scheduler = ShardScheduler(plan, committed, topup=config.filter != "none")
+    # claims let a second driver on this output work on other shards (dermgen.leases)
+    leases = ShardLeases(store, run_id, config.claim_lease_s, config.claim_renew_s)
+    scheduler = ShardScheduler(plan, committed, topup=config.filter != "none", gate=leases)
     opts = WorkerOptions(
         model=model_arg(config, manifest),
         filter=config.filter,
@@ -354,7 +363,9 @@ def prepare_run(config: GenerateConfig) -> PreparedRun:
     )
     if committed:
         log.info("resuming run %s: %d shard(s) already committed", run_id, len(committed))
-    return PreparedRun(config, manifest, plan, store, run_id, binding, opts, scheduler, len(committed))
+    return PreparedRun(
+        config, manifest, plan, store, run_id, binding, opts, scheduler, leases, resumed_shards=len(committed)
+    )
 
 
 def _skin_tone_section(run: PreparedRun) -> dict[str, Any]:
@@ -390,7 +401,9 @@ def _write_card(run: PreparedRun) -> None:
 
 
 def finalize_run(run: PreparedRun, stats: dict[str, Any]) -> dict[str, Any]:
-    """Sweep orphaned attempts and write summary.json; returns the summary."""
+    """Release this driver's claims, sweep orphaned attempts (never those of shards another driver holds
+    a live claim on) and write summary.json; returns the summary."""
+    run.close()
     rd = RunDir(run.store)
     orphans = rd.sweep_orphans(run.run_id, {e.id for e in run.manifest.entries})
     entries = run.scheduler.report()
@@ -412,6 +425,8 @@ def finalize_run(run: PreparedRun, stats: dict[str, Any]) -> dict[str, Any]:
         "orphans_removed": len(orphans),
         "committed_shards": rd.shard_ids(),
         "resumed_shards": run.resumed_shards,
+        "adopted_shards": run.scheduler.adopted,
+        **(run.leases.stats() if run.leases is not None else {}),
         **stats,
     }
     summary["skin_tone"] = _skin_tone_section(run)

@@ -27,6 +27,7 @@ from dermgen.worker import ShardWorker, WorkerOptions
 log = logging.getLogger(__name__)
 
 QUEUE_DEPTH = 2  # shards queued per actor, so it starts the next one without a round trip
+PREFETCH_LIMIT = 64  # shard claims taken at once, in parallel, before a round of dispatches
 SHARD_LOG_LIMIT = 2_000  # per-shard timing rows kept in the summary; per-actor totals are always kept
 ACTOR_START_TIMEOUT_S = float(os.environ.get("DERMGEN_ACTOR_START_TIMEOUT", "600"))
 
@@ -140,6 +141,7 @@ def run_generation(
     from ray.exceptions import RayActorError, RayTaskError
 
     started_ray = _init_ray(run.config.ray_address)
+    actors: dict[str, Any] = {}
     try:
         n_actors, resources = _pool_shape(run)
         if actor_options:
@@ -147,7 +149,6 @@ def run_generation(
         n_actors = min(n_actors, max(1, len(run.scheduler.pending)))
         actor_cls = _generator_actor_class(worker_cls)
         progress = Progress(run.plan.total_target, interval=run.config.progress_interval)
-        actors: dict[str, Any] = {}
         state: dict[str, str] = {}  # name -> starting|ready|dead
         pings: dict[Any, str] = {}
         inflight: dict[Any, tuple[str, Any]] = {}  # ref -> (actor name, shard)
@@ -218,8 +219,14 @@ def run_generation(
             if created < max_actors and not run.scheduler.finished:
                 spawn()
 
+        next_look = 0.0
         while not run.scheduler.finished:
-            # feed actors with a free slot, up to QUEUE_DEPTH shards each
+            if run.scheduler.waiting and time.time() >= next_look:  # another driver's shards: look again
+                run.scheduler.retry_deferred()
+                next_look = time.time() + run.leases.wait_s() if run.leases else 0.0
+            # feed actors with a free slot, up to QUEUE_DEPTH shards each (their claims taken at once)
+            if hungry and run.scheduler.pending:
+                run.scheduler.prefetch(min(len(hungry) * QUEUE_DEPTH, PREFETCH_LIMIT))
             while hungry and run.scheduler.pending:
                 name = hungry.popleft()
                 hungry_set.discard(name)
@@ -329,6 +336,15 @@ def run_generation(
         stats["shards_not_logged"] = shard_log_dropped
         stats["actor_totals"] = per_actor
         return finalize_run(run, stats)
+    except BaseException:
+        # stop every attempt before the caller releases this driver's claims: no actor of a failed run
+        # keeps writing PNGs under a shard another driver may then take over
+        for handle in actors.values():
+            try:
+                ray.kill(handle)
+            except Exception:  # noqa: BLE001
+                pass
+        raise
     finally:
         if started_ray:
             ray.shutdown()
@@ -357,7 +373,12 @@ def run_in_process(run: PreparedRun, worker_cls: type[ShardWorker] = ShardWorker
     worker = worker_cls(run.worker_options, run.store, run.run_id, actor="local")
     progress = Progress(run.plan.total_target, interval=run.config.progress_interval)
     try:
-        while (shard := run.scheduler.next_shard()) is not None:
+        while not run.scheduler.finished:
+            shard = run.scheduler.next_shard()
+            if shard is None:  # the rest is under another driver's claims: wait, then look again
+                time.sleep(run.leases.wait_s() if run.leases else 0.1)
+                run.scheduler.retry_deferred()
+                continue
             summary = worker.run_shard(shard, run.plan.entry(shard.entry_id).filter)
             run.scheduler.complete(shard, summary)
             progress.update(summary)
@@ -383,6 +404,18 @@ def generate(
     reliability tests inject faults this way); with Ray it must be importable or picklable by value.
     """
     run = prepare_run(config)
+    try:
+        return _run_prepared(run, use_ray, worker_cls, actor_options)
+    finally:
+        run.close()  # on any failure too: this driver's claims are released, not left to expire
+
+
+def _run_prepared(
+    run: PreparedRun,
+    use_ray: bool,
+    worker_cls: type[ShardWorker],
+    actor_options: dict[str, Any] | None,
+) -> dict[str, Any]:
     log.info(
         "run %s -> %s: %d planned kept images (%s), %d shard(s) to render, %d already committed",
         run.run_id,

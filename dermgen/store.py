@@ -1,11 +1,16 @@
 """Where runs live: one small interface, a local-folder backend (default) and an S3 backend (boto3).
 
 Both give an atomic "create if absent" (`put_if_absent`) that the shard commit relies on: an atomic hard
-link locally, a conditional PUT (`If-None-Match: *`) on S3. Keys are '/'-separated and relative to the root.
+link locally, a conditional PUT (`If-None-Match: *`) on S3. Shard claims (`dermgen.rundir.claims`) also need
+compare-and-swap on small objects: `get_versioned` returns an object with its version tag (the S3 ETag, or a
+content hash locally), and `replace_if_version` / `delete_if_version` act only while the object is still
+that version (`If-Match` on S3; a lock on the folder locally). Keys are '/'-separated and relative to the root.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import tempfile
@@ -94,6 +99,24 @@ class Store(ABC):
         """Leftover temp files of interrupted writes (only local folders have them)."""
         return []
 
+    # -- versioned objects (compare-and-swap), for small objects such as shard claims ---------------
+
+    def create_versioned(self, key: str, data: bytes) -> str | None:
+        """Create `key` only if absent, atomically; its version tag, or None if it already existed."""
+        raise StoreError(f"{self.uri}: this store has no versioned writes")
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The object and its version tag (KeyError if absent)."""
+        raise StoreError(f"{self.uri}: this store has no versioned reads")
+
+    def replace_if_version(self, key: str, data: bytes, version: str) -> str | None:
+        """Overwrite `key` only while it is still `version`, atomically; the new tag, or None (changed or gone)."""
+        raise StoreError(f"{self.uri}: this store has no versioned writes")
+
+    def delete_if_version(self, key: str, version: str) -> bool:
+        """Delete `key` only while it is still `version`, atomically; True if this call deleted it."""
+        raise StoreError(f"{self.uri}: this store has no versioned deletes")
+
     def delete_temp(self, key: str) -> None:
         """Remove one leftover temp file listed by `temp_files`."""
         return None
@@ -112,9 +135,10 @@ class LocalStore(Store):
     def local_path(self, key: str) -> str:
         return str(self._path(key))
 
-    def _write_temp(self, path: Path, data: bytes) -> str:
-        """Write `data` beside `path` under a dot-name ending in ``.tmp``; on any failure (disk full, quota,
-        permissions) the temp file is removed and StoreError (exit 3) says why."""
+    def _write_temp(self, path: Path, data: bytes, durable: bool = True) -> str:
+        """Write `data` beside `path` under a dot-name ending in ``.tmp`` (fsynced unless not `durable`); on
+        any failure (disk full, quota, permissions) the temp file is removed and StoreError (exit 3) says
+        why."""
         tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,8 +146,9 @@ class LocalStore(Store):
             os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; runs are shared data, honour the umask
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
             return tmp
         except OSError as exc:
             if tmp is not None:
@@ -164,8 +189,11 @@ class LocalStore(Store):
             raise StoreError(f"cannot write {self.url(key)}: {exc.strerror or exc}") from None
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
+        return self._link_new(key, data, durable=True)
+
+    def _link_new(self, key: str, data: bytes, durable: bool) -> bool:
         path = self._path(key)
-        tmp = self._write_temp(path, data)
+        tmp = self._write_temp(path, data, durable)
         try:
             os.link(tmp, path)  # atomic, fails if the target exists
             return True
@@ -175,6 +203,72 @@ class LocalStore(Store):
             raise StoreError(f"cannot write {self.url(key)}: {exc.strerror or exc}") from None
         finally:
             os.unlink(tmp)
+
+    # Versions are content hashes: every versioned object dermgen writes is unique (a claim holds a random
+    # token and its expiry), so equal hashes mean the same write. Replace and delete hold an exclusive
+    # flock on the object's folder while they compare and act; create is a hard link (atomic, fails if the
+    # name exists), and nothing deletes a versioned object without the lock, so the compare stays true.
+    # Versioned objects are short-lived coordination state (claims): they are not fsynced.
+
+    @staticmethod
+    def _version(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    @contextlib.contextmanager
+    def _folder_lock(self, path: Path):
+        import fcntl
+
+        try:
+            fd = os.open(path.parent, os.O_RDONLY)
+        except FileNotFoundError:
+            raise KeyError(str(path)) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the last descriptor releases the lock
+
+    def create_versioned(self, key: str, data: bytes) -> str | None:
+        return self._version(data) if self._link_new(key, data, durable=False) else None
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        data = self.get(key)
+        return data, self._version(data)
+
+    def replace_if_version(self, key: str, data: bytes, version: str) -> str | None:
+        path = self._path(key)
+        try:
+            with self._folder_lock(path):
+                try:
+                    current = path.read_bytes()
+                except FileNotFoundError:
+                    return None
+                if self._version(current) != version:
+                    return None
+                tmp = self._write_temp(path, data, durable=False)
+                try:
+                    os.replace(tmp, path)  # atomic: readers see the old version or the new one
+                except OSError as exc:
+                    os.unlink(tmp)
+                    raise StoreError(f"cannot write {self.url(key)}: {exc.strerror or exc}") from None
+                return self._version(data)
+        except KeyError:
+            return None
+
+    def delete_if_version(self, key: str, version: str) -> bool:
+        path = self._path(key)
+        try:
+            with self._folder_lock(path):
+                try:
+                    current = path.read_bytes()
+                except FileNotFoundError:
+                    return False
+                if self._version(current) != version:
+                    return False
+                path.unlink()
+                return True
+        except KeyError:
+            return False
 
     def get(self, key: str) -> bytes:
         try:

@@ -57,7 +57,9 @@ class S3Store(Store):
         self.max_attempts = max_attempts
         self._client = client
         self.conditional_writes = True
+        self.compare_and_swap = True  # If-Match on PUT and DELETE (shard claims)
         self._warned_fallback = False
+        self._warned_cas = False
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -185,6 +187,128 @@ class S3Store(Store):
         if self.exists(key):
             return False
         self.put(key, data)
+        return True
+
+    # -- versioned objects: the ETag is the version; conditional requests make each step atomic -------
+
+    @staticmethod
+    def _refused(exc) -> str | None:
+        """'changed' for a failed precondition or a missing object, 'unsupported' when the endpoint rejects
+        the conditional header itself, else None (a real error)."""
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status in (404, 409, 412) or code in (
+            "PreconditionFailed",
+            "ConditionalRequestConflict",
+            "NoSuchKey",
+        ):
+            return "changed"
+        if status in (400, 501) and code in ("NotImplemented", "InvalidArgument", "InvalidRequest"):
+            return "unsupported"
+        return None
+
+    def _warn_no_compare_and_swap(self) -> None:
+        if not self._warned_cas:
+            log.warning(
+                "S3 endpoint rejects conditional writes or deletes (If-Match); shard claims fall back to "
+                "check-then-act, which cannot rule out two drivers taking over the same expired claim"
+            )
+            self._warned_cas = True
+
+    def create_versioned(self, key: str, data: bytes) -> str | None:
+        from botocore.exceptions import ClientError
+
+        if self.conditional_writes:
+            try:
+                resp = self._call(
+                    "conditional put",
+                    self.client.put_object,
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    Body=data,
+                    IfNoneMatch="*",
+                )
+                return resp["ETag"]
+            except ClientError as exc:
+                verdict = self._refused(exc)
+                if verdict == "changed":
+                    return None
+                if verdict != "unsupported":
+                    raise
+                self.conditional_writes = False
+        return self.get_versioned(key)[1] if self.put_if_absent(key, data) else None
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        from botocore.exceptions import ClientError
+
+        def fetch() -> tuple[bytes, str]:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return resp["Body"].read(), resp["ETag"]
+
+        try:
+            return self._call("get", fetch)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise KeyError(key) from None
+            raise
+
+    def replace_if_version(self, key: str, data: bytes, version: str) -> str | None:
+        from botocore.exceptions import ClientError
+
+        if self.compare_and_swap:
+            try:
+                resp = self._call(
+                    "conditional replace",
+                    self.client.put_object,
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    Body=data,
+                    IfMatch=version,
+                )
+                return resp["ETag"]
+            except ClientError as exc:
+                verdict = self._refused(exc)
+                if verdict == "changed":
+                    return None
+                if verdict != "unsupported":
+                    raise
+                self.compare_and_swap = False
+        self._warn_no_compare_and_swap()
+        try:
+            if self.get_versioned(key)[1] != version:
+                return None
+        except KeyError:
+            return None
+        resp = self._call("put", self.client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data)
+        return resp["ETag"]
+
+    def delete_if_version(self, key: str, version: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        if self.compare_and_swap:
+            try:
+                self._call(
+                    "conditional delete",
+                    self.client.delete_object,
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    IfMatch=version,
+                )
+                return True
+            except ClientError as exc:
+                verdict = self._refused(exc)
+                if verdict == "changed":
+                    return False
+                if verdict != "unsupported":
+                    raise
+                self.compare_and_swap = False
+        self._warn_no_compare_and_swap()
+        try:
+            if self.get_versioned(key)[1] != version:
+                return False
+        except KeyError:
+            return False
+        self.delete(key)
         return True
 
     def get(self, key: str) -> bytes:

@@ -18,11 +18,13 @@ from dermgen.rundir.images import (
     writes_png_objects,
 )
 from dermgen.rundir.layout import (
+    CLAIMS_PREFIX,
     IMAGES_PREFIX,
     RUN_JSON,
     SHARDS_PREFIX,
     SUMMARY_JSON,
     Listing,
+    claim_key,
     classify,
     image_key,
     parse_image_key,
@@ -35,6 +37,7 @@ from dermgen.rundir.reader import RunDir
 
 __all__ = [
     "IMAGE_LAYOUTS",
+    "CLAIMS_PREFIX",
     "IMAGES_PREFIX",
     "RUN_JSON",
     "SHARDS_PREFIX",
@@ -48,6 +51,7 @@ __all__ = [
     "ImageLayout",
     "ShardSummary",
     "bounded_map",
+    "claim_key",
     "classify",
     "image_bytes",
     "image_key",

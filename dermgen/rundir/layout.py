@@ -4,6 +4,7 @@
     summary.json                               per-entry targets, kept counts, committed shard list
     shards/<entry>-<start:07d>-<end:07d>.parquet   one row per sample; its presence = committed
     images/<kept|dropped>/<label>/<sample_id>.<attempt_id>.png
+    claims/<shard_id>.json                     a driver's expiring claim on a shard it renders (`claims.py`)
     README.md                                  the run's dataset card (`dermgen card`)
     report/...                                 `dermgen report`'s default output folder
 
@@ -23,6 +24,8 @@ CARD_MD = "README.md"
 REPORT_PREFIX = "report/"
 SHARDS_PREFIX = "shards/"
 IMAGES_PREFIX = "images/"
+CLAIMS_PREFIX = "claims/"
+CLAIM_SUFFIX = ".json"
 PARQUET = ".parquet"
 
 _ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
@@ -35,6 +38,18 @@ IMAGE_KEY_RE = re.compile(
 
 def shard_key(shard_id: str) -> str:
     return f"{SHARDS_PREFIX}{shard_id}{PARQUET}"
+
+
+def claim_key(shard_id: str) -> str:
+    return f"{CLAIMS_PREFIX}{shard_id}{CLAIM_SUFFIX}"
+
+
+def parse_claim_key(key: str) -> str | None:
+    """The shard id of a well-formed claim key, else None."""
+    if not key.startswith(CLAIMS_PREFIX) or not key.endswith(CLAIM_SUFFIX):
+        return None
+    shard_id = key[len(CLAIMS_PREFIX) : -len(CLAIM_SUFFIX)]
+    return shard_id if "/" not in shard_id and parse_shard_id(shard_id) else None
 
 
 def image_key(sample_id: str, label: str, attempt_id: str, kept: bool) -> str:
@@ -67,15 +82,18 @@ class Listing:
     strays: list[str] = field(default_factory=list)  # everything else under the root
     temps: list[str] = field(default_factory=list)  # leftover temp files of interrupted writes
     documents: list[str] = field(default_factory=list)  # the run's card and report: its own, never swept
+    claims: list[str] = field(default_factory=list)  # shard ids with a claim object (live or expired)
 
     @property
     def empty(self) -> bool:
-        return not (self.run_json or self.summary_json or self.shards or self.images or self.strays)
+        return not (
+            self.run_json or self.summary_json or self.shards or self.images or self.strays or self.claims
+        )
 
     @property
     def foreign(self) -> list[str]:
         """Keys that are not part of a dermgen run's layout at all."""
-        return [k for k in self.strays if not k.startswith((SHARDS_PREFIX, IMAGES_PREFIX))]
+        return [k for k in self.strays if not k.startswith((SHARDS_PREFIX, IMAGES_PREFIX, CLAIMS_PREFIX))]
 
 
 def classify(keys: list[str], temps: list[str] | None = None) -> Listing:
@@ -94,13 +112,16 @@ def classify(keys: list[str], temps: list[str] | None = None) -> Listing:
                 out.strays.append(key)
         elif key.startswith(IMAGES_PREFIX) and parse_image_key(key):
             out.images.append(key)
+        elif parse_claim_key(key):
+            out.claims.append(parse_claim_key(key))
         elif key == CARD_MD or key.startswith(REPORT_PREFIX):
             out.documents.append(key)
         elif key.startswith("_dermgen/probe-"):
             continue  # a writability probe of a concurrent check_writable
         else:
             out.strays.append(key)
-    if not out.run_json:  # a README.md or report/ beside no run.json is somebody else's
-        out.strays = sorted(out.strays + out.documents)
+    if not out.run_json:  # a README.md, report/ or claims/ beside no run.json is somebody else's
+        out.strays = sorted(out.strays + out.documents + [claim_key(c) for c in out.claims])
         out.documents = []
+        out.claims = []
     return out

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,9 +20,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dermgen.errors import StoreError
+from dermgen.rundir.claims import ClaimedRanges, read_claims, sweep_stale_claims
 from dermgen.rundir.layout import (
+    CARD_MD,
+    CLAIMS_PREFIX,
     IMAGES_PREFIX,
     RUN_JSON,
+    SHARDS_PREFIX,
     SUMMARY_JSON,
     Listing,
     classify,
@@ -168,39 +173,64 @@ class RunDir:
     def sweep_orphans(
         self, run_id: str, entry_ids: set[str] | None = None, dry_run: bool = False
     ) -> list[str]:
-        """Delete PNGs left by dead or losing attempts of THIS run, and this store's temp files of
-        interrupted writes under shards/ and images/. Returns the keys removed (or found, with dry_run).
+        """Delete PNGs left by dead or losing attempts of THIS run, this store's temp files of interrupted
+        writes of the run's own objects, and claims no longer live. Returns the keys removed (or found,
+        with dry_run).
 
         A PNG is removed only if its key has the run's naming (images/<kind>/<label>/<sample>.<attempt>.png),
-        its entry is one of `entry_ids` (when given), no committed row references it, and the run_id
-        embedded in the PNG is `run_id`. Nothing else is ever deleted. Only safe when no attempt runs.
+        its entry is one of `entry_ids` (when given), no committed row references it, no live claim covers
+        its sample (another driver may be rendering that shard: `dermgen.rundir.claims`), and the run_id
+        embedded in the PNG is `run_id`. Temp files are left alone while any claim is live. A claim is
+        removed only once stale, and only if unchanged since read. Nothing else is ever deleted.
+
+        Order matters with a second driver at work: PNGs are listed first, then claims, then committed
+        rows. A PNG listed was written under a claim taken before it; by the time claims are read that
+        claim is either still live (the PNG is kept), or released after its shard committed (the rows,
+        read last, reference the PNG), or stale (its attempt is dead or lost its claim).
         """
-        candidates = [k for k in self.store.list(IMAGES_PREFIX) if parse_image_key(k)]
-        refs = self.referenced_images() if candidates else set()  # none in the parquet layout: no read
+        images = [k for k in self.store.list(IMAGES_PREFIX) if parse_image_key(k)]
+        claims = read_claims(self.store)
+        now = time.time()
+        live = {sid for sid, (claim, _) in claims.items() if claim is not None and claim.is_live(run_id, now)}
+        guarded = ClaimedRanges(live)
+        refs = self.referenced_images() if images else set()  # none in the parquet layout: no read
         orphans = []
-        for key in candidates:
+        kept_for_claims = 0
+        for key in images:
             parts = parse_image_key(key)
             if key in refs:
                 continue
             if entry_ids is not None and parts["entry"] not in entry_ids:
                 continue
+            if guarded.covers(parts["entry"], int(parts["index"])):
+                kept_for_claims += 1
+                continue
             if _png_run_id(self.store, key) != run_id:
                 continue
             orphans.append(key)
-        temps = [k for k in self.store.temp_files("") if k.startswith(("shards/", "images/"))]
+        temps = [] if live else [k for k in self.store.temp_files("") if _own_temp(k)]
         if not dry_run:
             for key in orphans:
                 self.store.delete(key)
             for key in temps:
                 self.store.delete_temp(key)
-        if orphans or temps:
+        stale = sweep_stale_claims(self.store, run_id, claims, dry_run=dry_run)
+        if orphans or temps or stale:
             log.info(
-                "%s %d orphaned image(s) from unfinished attempts and %d temp file(s)",
+                "%s %d orphaned image(s) from unfinished attempts, %d temp file(s) and %d stale claim(s)",
                 "found" if dry_run else "removed",
                 len(orphans),
                 len(temps),
+                len(stale),
             )
-        return orphans + temps
+        if live:
+            log.info(
+                "%d shard(s) under a live claim of another driver: their %d unreferenced image(s) and any "
+                "temp files are left for that driver",
+                len(live),
+                kept_for_claims,
+            )
+        return orphans + temps + stale
 
     def delete_run(self, run_ids: set[str]) -> int:
         """Delete a run's own objects (for --force-new-run): its shards, the PNGs they reference or that
@@ -220,6 +250,13 @@ class RunDir:
 
     def is_local(self) -> bool:
         return isinstance(self.store, LocalStore)
+
+
+def _own_temp(key: str) -> bool:
+    """A temp file of an interrupted write of one of the run's own objects (``.<name>.<random>.tmp``)."""
+    if key.startswith((SHARDS_PREFIX, IMAGES_PREFIX, CLAIMS_PREFIX)):
+        return True
+    return "/" not in key and key.startswith(tuple(f".{name}." for name in (RUN_JSON, SUMMARY_JSON, CARD_MD)))
 
 
 def _png_run_id(store: Store, key: str) -> str | None:
