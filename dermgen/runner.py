@@ -227,6 +227,7 @@ def run_generation(
             # feed actors with a free slot, up to QUEUE_DEPTH shards each (their claims taken at once)
             if hungry and run.scheduler.pending:
                 run.scheduler.prefetch(min(len(hungry) * QUEUE_DEPTH, PREFETCH_LIMIT))
+            topped_up: list[str] = []  # actors with a slot still free: back in line after this pass
             while hungry and run.scheduler.pending:
                 name = hungry.popleft()
                 hungry_set.discard(name)
@@ -245,8 +246,10 @@ def run_generation(
                     ref = actors[name].run_shard.remote(shard, entry_filter)
                     inflight[ref] = (name, shard)
                     mine.add(ref)
-                if len(mine) < QUEUE_DEPTH:  # the queue ran dry first: first in line for top-ups
-                    want_work(name)
+                if len(mine) < QUEUE_DEPTH:  # the queue ran dry or is left to others: in line again
+                    topped_up.append(name)
+            for name in topped_up:
+                want_work(name)
             waiting = list(inflight) + list(pings)
             if not waiting:
                 if all(s == "dead" for s in state.values()):
