@@ -235,9 +235,10 @@ class LocalStore(Store):
         data = self.get(key)
         return data, self._version(data)
 
-    def replace_if_version(self, key: str, data: bytes, version: str) -> str | None:
-        path = self._path(key)
+    def _if_version(self, key: str, version: str, act):
+        """``act(path)`` under the folder's lock if the object at ``key`` is at ``version``; None if not."""
         try:
+            path = self._path(key)
             with self._folder_lock(path):
                 try:
                     current = path.read_bytes()
@@ -245,30 +246,24 @@ class LocalStore(Store):
                     return None
                 if self._version(current) != version:
                     return None
-                tmp = self._write_temp(path, data, durable=False)
-                try:
-                    os.replace(tmp, path)  # atomic: readers see the old version or the new one
-                except OSError as exc:
-                    os.unlink(tmp)
-                    raise StoreError(f"cannot write {self.url(key)}: {exc.strerror or exc}") from None
-                return self._version(data)
+                return act(path)
         except KeyError:
             return None
 
+    def replace_if_version(self, key: str, data: bytes, version: str) -> str | None:
+        def swap_in(path: Path) -> str:
+            tmp = self._write_temp(path, data, durable=False)
+            try:
+                os.replace(tmp, path)  # atomic: readers see the old version or the new one
+            except OSError as exc:
+                os.unlink(tmp)
+                raise StoreError(f"cannot write {self.url(key)}: {exc.strerror or exc}") from None
+            return self._version(data)
+
+        return self._if_version(key, version, swap_in)
+
     def delete_if_version(self, key: str, version: str) -> bool:
-        path = self._path(key)
-        try:
-            with self._folder_lock(path):
-                try:
-                    current = path.read_bytes()
-                except FileNotFoundError:
-                    return False
-                if self._version(current) != version:
-                    return False
-                path.unlink()
-                return True
-        except KeyError:
-            return False
+        return self._if_version(key, version, lambda path: path.unlink() or True) is True
 
     def get(self, key: str) -> bytes:
         try:

@@ -19,6 +19,8 @@ from dermgen.errors import StoreError
 from dermgen.store import Store, _check_key
 from dermgen.uri import parse_uri
 
+_UNSUPPORTED = object()  # a conditional request the endpoint does not implement
+
 log = logging.getLogger("dermgen.store")
 
 
@@ -216,26 +218,11 @@ class S3Store(Store):
             self._warned_cas = True
 
     def create_versioned(self, key: str, data: bytes) -> str | None:
-        from botocore.exceptions import ClientError
-
-        if self.conditional_writes:
-            try:
-                resp = self._call(
-                    "conditional put",
-                    self.client.put_object,
-                    Bucket=self.bucket,
-                    Key=self._key(key),
-                    Body=data,
-                    IfNoneMatch="*",
-                )
-                return resp["ETag"]
-            except ClientError as exc:
-                verdict = self._refused(exc)
-                if verdict == "changed":
-                    return None
-                if verdict != "unsupported":
-                    raise
-                self.conditional_writes = False
+        resp = self._conditional(
+            "conditional put", self.client.put_object, key, "conditional_writes", Body=data, IfNoneMatch="*"
+        )
+        if resp is not _UNSUPPORTED:
+            return None if resp is None else resp["ETag"]
         return self.get_versioned(key)[1] if self.put_if_absent(key, data) else None
 
     def get_versioned(self, key: str) -> tuple[bytes, str]:
@@ -252,61 +239,52 @@ class S3Store(Store):
                 raise KeyError(key) from None
             raise
 
-    def replace_if_version(self, key: str, data: bytes, version: str) -> str | None:
+    def _conditional(self, what: str, method, key: str, capability: str, **kwargs):
+        """``method`` on ``key`` with its conditions in ``kwargs`` (If-Match / If-None-Match): its response,
+        None when the condition failed (the object changed, is gone, or exists), or :data:`_UNSUPPORTED`
+        when the endpoint does not implement it (``capability``, a flag of this store, is then cleared
+        and the caller falls back to check-then-act)."""
         from botocore.exceptions import ClientError
 
-        if self.compare_and_swap:
-            try:
-                resp = self._call(
-                    "conditional replace",
-                    self.client.put_object,
-                    Bucket=self.bucket,
-                    Key=self._key(key),
-                    Body=data,
-                    IfMatch=version,
-                )
-                return resp["ETag"]
-            except ClientError as exc:
-                verdict = self._refused(exc)
-                if verdict == "changed":
-                    return None
-                if verdict != "unsupported":
-                    raise
-                self.compare_and_swap = False
+        if not getattr(self, capability):
+            return _UNSUPPORTED
+        try:
+            return self._call(what, method, Bucket=self.bucket, Key=self._key(key), **kwargs)
+        except ClientError as exc:
+            verdict = self._refused(exc)
+            if verdict == "changed":
+                return None
+            if verdict != "unsupported":
+                raise
+            setattr(self, capability, False)
+            return _UNSUPPORTED
+
+    def _still_at(self, key: str, version: str) -> bool:
+        """Check-then-act fallback: is the object at ``key`` still at ``version``?"""
         self._warn_no_compare_and_swap()
         try:
-            if self.get_versioned(key)[1] != version:
-                return None
+            return self.get_versioned(key)[1] == version
         except KeyError:
+            return False
+
+    def replace_if_version(self, key: str, data: bytes, version: str) -> str | None:
+        resp = self._conditional(
+            "conditional replace", self.client.put_object, key, "compare_and_swap", Body=data, IfMatch=version
+        )
+        if resp is not _UNSUPPORTED:
+            return None if resp is None else resp["ETag"]
+        if not self._still_at(key, version):
             return None
         resp = self._call("put", self.client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data)
         return resp["ETag"]
 
     def delete_if_version(self, key: str, version: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        if self.compare_and_swap:
-            try:
-                self._call(
-                    "conditional delete",
-                    self.client.delete_object,
-                    Bucket=self.bucket,
-                    Key=self._key(key),
-                    IfMatch=version,
-                )
-                return True
-            except ClientError as exc:
-                verdict = self._refused(exc)
-                if verdict == "changed":
-                    return False
-                if verdict != "unsupported":
-                    raise
-                self.compare_and_swap = False
-        self._warn_no_compare_and_swap()
-        try:
-            if self.get_versioned(key)[1] != version:
-                return False
-        except KeyError:
+        resp = self._conditional(
+            "conditional delete", self.client.delete_object, key, "compare_and_swap", IfMatch=version
+        )
+        if resp is not _UNSUPPORTED:
+            return resp is not None
+        if not self._still_at(key, version):
             return False
         self.delete(key)
         return True

@@ -59,6 +59,34 @@ def test_versioned_writes_act_only_on_the_version_read(store):
         store.get_versioned(key)
 
 
+def test_s3_without_conditional_requests_falls_back_to_check_then_act(s3_bucket, caplog):
+    """An S3 endpoint that rejects If-Match / If-None-Match: the same answers from check-then-act, with a
+    warning that a takeover race can no longer be ruled out."""
+    from botocore.exceptions import ClientError
+
+    store = open_store(f"s3://{s3_bucket}/out")
+    real_call = store._call
+
+    def no_conditions(what, method, *args, **kwargs):
+        if "IfMatch" in kwargs or "IfNoneMatch" in kwargs:
+            raise ClientError(
+                {"Error": {"Code": "NotImplemented"}, "ResponseMetadata": {"HTTPStatusCode": 501}}, what
+            )
+        return real_call(what, method, *args, **kwargs)
+
+    store._call = no_conditions
+    key = "claims/y.json"
+    v1 = store.create_versioned(key, b"one")
+    assert v1 and store.create_versioned(key, b"again") is None
+    assert not store.conditional_writes  # learnt once, then not asked again
+    v2 = store.replace_if_version(key, b"two", v1)
+    assert v2 and not store.compare_and_swap and store.get(key) == b"two"
+    assert store.replace_if_version(key, b"three", v1) is None and store.get(key) == b"two"
+    assert store.delete_if_version(key, v1) is False
+    assert store.delete_if_version(key, v2) is True and not store.exists(key)
+    assert "check-then-act" in caplog.text
+
+
 def test_two_takeovers_of_one_version_have_one_winner(store):
     """Both drivers read the same expired claim; both try to replace it; exactly one succeeds."""
     key = claim_key(SHARD)
