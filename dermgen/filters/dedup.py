@@ -537,8 +537,10 @@ class FingerprintIndex:
         Steps 1-4 of the module docstring: ring shortlist, 32 px pre-scan, 64 px texture match of the
         best entries in their likely orientations, verification of the best :data:`MAX_CANDIDATES`.
         """
-        probe = _Probe(fp.gray)
         listed = self.shortlist(fp, exclude=exclude)
+        if not listed:  # an empty index (no references, a run's first image): nothing to prepare
+            return Match(0.0, None)
+        probe = _Probe(fp.gray)
         pres = probe.pre_scan([self._pre_template(i) for i, _ in listed])
         scanned = [(float(pre.max()), i, cos, pre) for (i, cos), pre in zip(listed, pres, strict=True)]
         scanned.sort(key=lambda t: -t[0])
