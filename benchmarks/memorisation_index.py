@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
                 np.concatenate([a["grays"]] * args.tile),
                 labels * args.tile,
                 np.concatenate([a["pre"]] * args.tile),
+                np.concatenate([a["thumbs"]] * args.tile),
             )
         ms: dict[str, list[float]] = {}
 

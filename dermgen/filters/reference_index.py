@@ -3,9 +3,10 @@
 The cache key is the reference set's content hash: sha256 over the sorted relative paths and each file's
 sha256 (the same rule as the LoRA card's data fingerprint, so a card's ``data.sha256`` names the index of
 its training folder). The cache lives under ``$DERMGEN_CACHE/memorisation/<hash>/`` (default
-``~/.cache/dermgen``) as ``rings.npy`` (float32, N x 3 x 36), ``grays.npy`` (uint8, N x 128 x 128, memory
-mapped when read back), ``labels.json`` (relative paths) and ``meta.json``. A reference set is a folder of
-images (recursive) or a local generation run (its ``images/kept`` folder).
+``~/.cache/dermgen``) as ``rings.npy`` (float32, N x 3 x 36), ``thumbs.npy`` (float32, N x 144),
+``pre.npy`` (float16, N x 576), ``grays.npy`` (uint8, N x 128 x 128, memory mapped when read back),
+``labels.json`` (relative paths) and ``meta.json``. A reference set is a folder of images (recursive) or a
+local generation run (its ``images/kept`` folder).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ __all__ = ["INDEX_VERSION", "ReferenceIndex", "index_cache_dir", "load_reference
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 2  # bump when the fingerprint changes: old caches are then ignored (2: pre-scan templates)
+INDEX_VERSION = 3  # bump when the fingerprint changes: old caches are then ignored (2: pre-scan templates,
+# 3: shortlist thumbnails)
 
 
 @dataclass
@@ -84,7 +86,8 @@ def _load_cached(folder: Path) -> tuple[FingerprintIndex, int] | None:
         rings = np.load(folder / "rings.npy")
         grays = np.load(folder / "grays.npy", mmap_mode="r")
         pre = np.load(folder / "pre.npy")
-        return FingerprintIndex.from_arrays(rings, grays, labels, pre), int(meta.get("unreadable", 0))
+        thumbs = np.load(folder / "thumbs.npy")
+        return FingerprintIndex.from_arrays(rings, grays, labels, pre, thumbs), int(meta.get("unreadable", 0))
     except (OSError, ValueError, KeyError):
         return None
 
@@ -96,6 +99,7 @@ def _save(folder: Path, index: FingerprintIndex, meta: dict) -> None:
     np.save(tmp / "rings.npy", arrays["rings"])
     np.save(tmp / "grays.npy", arrays["grays"])
     np.save(tmp / "pre.npy", arrays["pre"])
+    np.save(tmp / "thumbs.npy", arrays["thumbs"])
     (tmp / "labels.json").write_text(json.dumps(index.labels))
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     try:
