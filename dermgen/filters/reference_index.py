@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,12 +103,24 @@ def _save(folder: Path, index: FingerprintIndex, meta: dict) -> None:
     np.save(tmp / "thumbs.npy", arrays["thumbs"])
     (tmp / "labels.json").write_text(json.dumps(index.labels))
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    if folder.exists() and _cached_version(folder) != INDEX_VERSION:  # a stale cache (older fingerprint)
+        stale = folder.with_name(folder.name + f".stale{os.getpid()}")
+        try:
+            folder.replace(stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        except OSError:  # another process moved it first
+            pass
     try:
         tmp.replace(folder)
     except OSError:  # another process cached the same set first
-        for f in tmp.iterdir():
-            f.unlink()
-        tmp.rmdir()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cached_version(folder: Path) -> object:
+    try:
+        return json.loads((folder / "meta.json").read_text()).get("version")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def load_reference_index(

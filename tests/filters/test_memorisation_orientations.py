@@ -126,3 +126,19 @@ def test_index_from_arrays_checks_lengths():
             ["a"],
             np.zeros((2, 576), np.float16),
         )
+
+
+def test_a_stale_cache_is_replaced(ref_dir, monkeypatch, tmp_path):
+    """A cache written by an older fingerprint version is rebuilt once and then read back, not rebuilt
+    on every load."""
+    import json
+
+    monkeypatch.setenv("DERMGEN_CACHE", str(tmp_path / "cache"))
+    first = load_reference_index(ref_dir)
+    meta_path = tmp_path / "cache" / "memorisation" / first.sha256 / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "version": meta["version"] - 1}))
+    rebuilt = load_reference_index(ref_dir)
+    assert not rebuilt.cached and len(rebuilt) == N_REFS
+    assert json.loads(meta_path.read_text())["version"] == meta["version"]
+    assert load_reference_index(ref_dir).cached
