@@ -38,7 +38,7 @@ import json, sys, time
 from pathlib import Path
 import numpy as np
 from dermgen.filters import build_filter
-from dermgen.filters.dedup import RING_DIM, RING_WINDOWS, SIDE, Fingerprint, iter_image_files
+from dermgen.filters.dedup import RING_DIM, RING_WINDOWS, SIDE, THUMB, Fingerprint, iter_image_files
 from dermgen.filters.standalone import filter_folder, filter_images
 folder, out, workers, prefill = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 t = time.perf_counter()
@@ -48,7 +48,9 @@ if prefill:  # the duplicate index of a run that already kept `prefill` images (
     for i in range(prefill):
         v = rng.normal(size=(len(RING_WINDOWS), RING_DIM)).astype(np.float32)
         rings = v / np.linalg.norm(v, axis=1, keepdims=True)  # unit rows, as fingerprint() makes them
-        flt.duplicates.add(Fingerprint(rings, rng.integers(0, 256, (SIDE, SIDE), np.uint8)))
+        gray = rng.integers(0, 256, (SIDE, SIDE), np.uint8)
+        thumb = rng.normal(size=THUMB * THUMB).astype(np.float32)
+        flt.duplicates.add(Fingerprint(rings, gray, thumb / np.linalg.norm(thumb)))
     base = Path(folder)
     items = ((p.relative_to(base).as_posix(), p) for p in iter_image_files(base))
     s = filter_images(items, out, flt=flt, workers=workers, keep_rows=False)

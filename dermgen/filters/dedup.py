@@ -346,7 +346,7 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
 COARSE = 64  # texture match resolution
 COARSE_MARGIN = 7
 COARSE_SCALES = (1.0, 1.1, 1.2)
-SWEEP_GATE = 0.55  # the other zooms are tried when the middle one matches this well (copies: >= 0.58 there)
+SWEEP_GATE = 0.55  # the larger zooms are tried when the middle one matches this well (copies: >= 0.58 there)
 COARSE_ECC_ITERATIONS = 3  # ECC at 64 px from a texture placement, before the verification's at SIDE px
 WAY_GATE = 0.52  # a way round placed below this is not aligned (the other one is, or the orientation fails)
 PLACED_GATE = 0.8  # 64 px correlation after that ECC needed for the SIDE px refinement (copies: >= 0.947 on
@@ -439,8 +439,8 @@ class _Probe:
     def texture(self, b_gray: np.ndarray, orientations: list[int]) -> _Texture:
         """64 px texture match with entry ``b`` in ``orientations``: the query's centre searched in ``b``
         zoomed and ``b``'s centre in the query zoomed (``b`` a crop of it), the middle of
-        :data:`COARSE_SCALES` for each orientation, every zoom for the best one (when it reaches
-        :data:`SWEEP_GATE`)."""
+        :data:`COARSE_SCALES` for each orientation, the other zooms for the best one (the larger ones when
+        it reaches :data:`SWEEP_GATE`)."""
         m = COARSE_MARGIN
         b = _coarse_band(b_gray)
         b_centre = b[m:-m, m:-m]
@@ -459,8 +459,10 @@ class _Probe:
         for k in orientations:
             out.scores[k] = match(k, mid)
         k = int(np.argmax(out.scores))
-        if out.scores[k] >= SWEEP_GATE:
-            out.scores[k] = max([float(out.scores[k])] + [match(k, s) for s in COARSE_SCALES if s != mid])
+        # unzoomed always (an exact copy of a noise-like frame matches at no other zoom), larger zooms when
+        # the middle one lines up a little
+        zooms = [s for s in COARSE_SCALES if s != mid and (s <= 1.0 or out.scores[k] >= SWEEP_GATE)]
+        out.scores[k] = max([float(out.scores[k])] + [match(k, s) for s in zooms])
         return out
 
 
@@ -502,7 +504,11 @@ class _Texture:
                 continue
             template, image = (self.b_band, turned) if reverse else (turned, self.b_band)
             rho, warp = _ecc(template, image, _placement_warp(s, x, y), COARSE_ECC_ITERATIONS, _COARSE_MASK)
-            if rho < PLACED_GATE:
+            if (
+                rho == -1.0
+            ):  # ECC failed (no texture to align on): the 128 px check decides from the placement
+                rho = placement
+            elif rho < PLACED_GATE:
                 continue
             if b_fine is None:
                 b_fine = _fine_band(self.b_gray)

@@ -104,3 +104,14 @@ def test_copies_found_past_the_ring_pool(assets):
             assert m.label == f"ref{i}" and m.similarity > 0.89, (i, k, m)
     for img in others:
         assert index.match(fingerprint(img)).similarity < 0.89
+
+
+def test_exact_copy_of_a_noise_like_frame_is_found():
+    """A frame of fine noise (as a tiny random pipeline renders) decorrelates at any zoom but 1: its
+    exact copy must still be found."""
+    rng = np.random.default_rng(5)
+    img = cv2.resize(rng.integers(0, 256, (64, 64, 3), np.uint8), (128, 128), interpolation=cv2.INTER_NEAREST)
+    index = FingerprintIndex()
+    index.add(fingerprint(img), "noise")
+    m = index.match(fingerprint(img.copy()))
+    assert m.label == "noise" and m.similarity > 0.99

@@ -76,8 +76,14 @@ def committed(store) -> int:
 
 
 def claim_pids(store) -> set[int]:
-    """Process ids of the drivers whose claims are on the store now."""
-    return {claim.pid for claim, _ in read_claims(store).values() if claim is not None}
+    """Process ids of the drivers holding a claim on a shard not committed yet (a claim on a committed
+    shard is only waiting for its release: killing its driver then leaves nothing to take over)."""
+    done = set(RunDir(store).shard_ids())
+    return {
+        claim.pid
+        for shard_id, (claim, _) in read_claims(store).items()
+        if claim is not None and shard_id not in done
+    }
 
 
 def run_two_drivers(tmp_path: Path, output: str, seed: int, kills: int = 2) -> dict:
