@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -484,6 +485,11 @@ class _Texture:
             self.ways[k, reverse] = (float(value), s, *_subpixel(r, *loc))
         return float(value)
 
+    @cached_property
+    def b_fine(self) -> np.ndarray:
+        """The entry's SIDE px fine band (made once, for whichever orientations get verified)."""
+        return _fine_band(self.b_gray)
+
     def order(self) -> list[int]:
         """The orientations to verify: the best, and the second when it passes :data:`COARSE_GATE` too."""
         first, second = (int(k) for k in np.argsort(-self.scores)[:2])
@@ -492,11 +498,11 @@ class _Texture:
     def similarity(self, probe: _Probe, k: int) -> float:
         """The verification in orientation ``k`` (see :func:`_refined_similarity`), started from the
         placements found here instead of a new search at SIDE px: each way round placed at least
-        :data:`WAY_GATE` (the better-placed first) is aligned by ECC at 64 px; one that lines up there (>= :data:`PLACED_GATE`) and already
-        correlates >= :data:`VERIFIED` at SIDE px is a copy, the others are refined at SIDE px, the
-        best-aligned first."""
+        :data:`WAY_GATE` (the better-placed first) is aligned by ECC at 64 px; one that lines up there
+        (>= :data:`PLACED_GATE`) and already correlates >= :data:`VERIFIED` at SIDE px is a copy, the
+        others are refined at SIDE px, the best-aligned first."""
         turned = probe.turned(k)
-        a_gray, b_fine = orient(probe.gray, k), None
+        a_gray = orient(probe.gray, k)
         placed = []
         ways = sorted(((v, rev) for (k_, rev), v in self.ways.items() if k_ == k), key=lambda t: -t[0][0])
         for (placement, s, x, y), reverse in ways:
@@ -504,15 +510,11 @@ class _Texture:
                 continue
             template, image = (self.b_band, turned) if reverse else (turned, self.b_band)
             rho, warp = _ecc(template, image, _placement_warp(s, x, y), COARSE_ECC_ITERATIONS, _COARSE_MASK)
-            if (
-                rho == -1.0
-            ):  # ECC failed (no texture to align on): the 128 px check decides from the placement
+            if rho == -1.0:  # ECC failed (no texture to align on): the 128 px check decides
                 rho = placement
             elif rho < PLACED_GATE:
                 continue
-            if b_fine is None:
-                b_fine = _fine_band(self.b_gray)
-            a_fine, warp = probe.fine(k), _upscaled(warp)
+            a_fine, b_fine, warp = probe.fine(k), self.b_fine, _upscaled(warp)
             al = (
                 _Alignment(rho, warp, self.b_gray, a_gray, b_fine, a_fine)
                 if reverse
@@ -525,18 +527,6 @@ class _Texture:
         best = 0.0
         for al in sorted(placed, key=lambda al: -al.score):
             best = max(best, _refined_similarity(al))
-            if best >= VERIFIED:
-                break
-        return best
-        b_fine = _fine_band(self.b_gray)
-        a_gray, a_fine = orient(probe.gray, k), probe.fine(k)
-        for rho, reverse, warp in sorted(placed, key=lambda t: -t[0]):
-            al = (
-                _Alignment(rho, warp, self.b_gray, a_gray, b_fine, a_fine)
-                if reverse
-                else _Alignment(rho, warp, a_gray, self.b_gray, a_fine, b_fine)
-            )
-            best = max(best, _refined_similarity(al, unrefined_first=True))
             if best >= VERIFIED:
                 break
         return best
