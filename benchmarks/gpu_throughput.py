@@ -285,7 +285,7 @@ def equivalence(fast, folder: Path, steps: int, device: str, size: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=128)
+    ap.add_argument("--images", type=int, default=384)
     ap.add_argument("--plain-images", type=int, default=24)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=16)
