@@ -1,7 +1,9 @@
 """A worker node removed mid-run (`ray.cluster_utils.Cluster`): the run finishes on the remaining node.
 
 The head has no CPUs, so generator actors live on the two worker nodes (one CPU each, one actor each).
-Once both actors have committed a shard, one node is removed while its actor still holds queued shards.
+Once both actors have committed a shard, one node is removed while its actor still holds queued shards:
+24 one-image shards, so that even when one actor starts seconds after the other (a loaded machine) at
+least QUEUE_DEPTH shards per actor are still to do at the removal, and the lost actor has some in flight.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from dermgen.rundir import RunDir
+from dermgen.runner import QUEUE_DEPTH
 from dermgen.store import LocalStore
 
 SMOKE_TEXT = (Path(__file__).resolve().parents[2] / "manifests" / "smoke.yaml").read_text()
+SHARDS = 24
 
 
 @pytest.fixture
@@ -55,17 +59,26 @@ def test_node_removed_mid_run_every_sample_once(tmp_path, cluster, gen, exactly_
     killer.start()
     # 40 steps per image (the smoke manifest has 4) so the run outlasts the second actor's start-up
     manifest = tmp_path / "slow.yaml"
-    manifest.write_text(SMOKE_TEXT.replace("steps: 4", "steps: 40"))
+    text = SMOKE_TEXT.replace("steps: 4", "steps: 40").replace("count: 4", f"count: {SHARDS // 2}")
+    manifest.write_text(text)
     summary = gen(
-        out, use_ray=True, num_actors=2, shard_size=1, ray_address=c.address, manifest=str(manifest)
+        out,
+        use_ray=True,
+        num_actors=2,
+        shard_size=1,
+        limit=SHARDS,
+        ray_address=c.address,
+        manifest=str(manifest),
     )
     killer.join(timeout=10)
     print(
-        f"node loss: removed after {removed.get('committed_before')} of 8 shards committed; actors created "
+        f"node loss: removed after {removed.get('committed_before')} of {SHARDS} shards committed; actors created "
         f"{summary['actors_created']}, orphans removed {summary['orphans_removed']}"
     )
     assert "committed_before" in removed, "the node was never removed"
-    assert removed["committed_before"] < 8, "the node must go while shards are still in flight"
+    assert removed["committed_before"] <= SHARDS - 2 * QUEUE_DEPTH, (
+        "the node must go while both actors hold shards"
+    )
     assert summary["actors_created"] >= 3, "the lost actor was noticed and a replacement requested"
-    assert summary["complete"] and summary["generated"] == 8
-    exactly_once(store, 8)
+    assert summary["complete"] and summary["generated"] == SHARDS
+    exactly_once(store, SHARDS)
