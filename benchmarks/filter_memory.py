@@ -45,12 +45,16 @@ t = time.perf_counter()
 if prefill:  # the duplicate index of a run that already kept `prefill` images (distinct fingerprints)
     flt = build_filter("default")
     rng = np.random.default_rng(0)
-    for i in range(prefill):
-        v = rng.normal(size=(len(RING_WINDOWS), RING_DIM)).astype(np.float32)
-        rings = v / np.linalg.norm(v, axis=1, keepdims=True)  # unit rows, as fingerprint() makes them
-        gray = rng.integers(0, 256, (SIDE, SIDE), np.uint8)
-        thumb = rng.normal(size=THUMB * THUMB).astype(np.float32)
-        flt.duplicates.add(Fingerprint(rings, gray, thumb / np.linalg.norm(thumb)))
+
+    def random_fingerprints():
+        for i in range(prefill):
+            v = rng.normal(size=(len(RING_WINDOWS), RING_DIM)).astype(np.float32)
+            rings = v / np.linalg.norm(v, axis=1, keepdims=True)  # unit rows, as fingerprint() makes them
+            gray = rng.integers(0, 256, (SIDE, SIDE), np.uint8)
+            thumb = rng.normal(size=THUMB * THUMB).astype(np.float32)
+            yield f"prefill-{i}", Fingerprint(rings, gray, thumb / np.linalg.norm(thumb))
+
+    flt.run_index.seed(random_fingerprints())
     base = Path(folder)
     items = ((p.relative_to(base).as_posix(), p) for p in iter_image_files(base))
     s = filter_images(items, out, flt=flt, workers=workers, keep_rows=False)

@@ -35,15 +35,37 @@ ACTOR_START_TIMEOUT_S = float(os.environ.get("DERMGEN_ACTOR_START_TIMEOUT", "600
 def _generator_actor_class(worker_cls: type[ShardWorker]):
     import ray
 
+    class _LogProxy:
+        """The run's duplicate log as a worker calls it (`DuplicateLogClient`), over Ray."""
+
+        def __init__(self, handle: Any) -> None:
+            self.handle = handle
+
+        def append(self, actor: str, seen: int, items: list, withdrawn_seen: int):
+            return ray.get(self.handle.append.remote(actor, seen, items, withdrawn_seen))
+
+        def withdraw(self, sample_ids: list[str]) -> None:
+            self.handle.withdraw.remote(sample_ids)  # answered by nobody: the next append sees it
+
     @ray.remote(max_restarts=0, max_task_retries=0)
     class GeneratorActor:
         """Holds one ShardWorker (one pipeline on one device) for the actor's lifetime."""
 
-        def __init__(self, opts: WorkerOptions, store_uri: str, run_id: str, name: str, stagger_s: float):
+        def __init__(
+            self,
+            opts: WorkerOptions,
+            store_uri: str,
+            run_id: str,
+            name: str,
+            stagger_s: float,
+            duplicate_log: Any = None,
+        ):
             if stagger_s > 0:  # spread start-up so a big pool does not hit the store/hub at once
                 time.sleep(stagger_s)
             self.name = name
             self.worker = worker_cls(opts, store_uri, run_id, actor=name)
+            if duplicate_log is not None:
+                self.worker.share_duplicates(_LogProxy(duplicate_log))
 
         def info(self) -> dict[str, Any]:
             out = self.worker.info()
@@ -55,6 +77,32 @@ def _generator_actor_class(worker_cls: type[ShardWorker]):
             return self.worker.run_shard(shard, entry_filter)
 
     return GeneratorActor
+
+
+def _start_duplicate_log(run: PreparedRun):
+    """The run's duplicate log (`dermgen.filters.run_index`) in a CPU-less actor on the driver's node,
+    seeded with the kept images already committed when the run resumes; None when the filter is off."""
+    if run.worker_options.filter == "none":
+        return None
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from dermgen.filters.run_index import DuplicateLog
+
+    @ray.remote(num_cpus=0, max_restarts=0)
+    class DuplicateLogActor(DuplicateLog):
+        def __init__(self, store_uri: str | None) -> None:
+            super().__init__()
+            if store_uri is not None:
+                from dermgen.filters.run_index import kept_fingerprints
+                from dermgen.store import open_store
+
+                self.seed(kept_fingerprints(open_store(store_uri)))
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return DuplicateLogActor.options(scheduling_strategy=here).remote(
+        run.store.uri if run.resumed_shards else None
+    )
 
 
 def _last_error_line(exc: BaseException) -> str:
@@ -142,12 +190,14 @@ def run_generation(
 
     started_ray = _init_ray(run.config.ray_address)
     actors: dict[str, Any] = {}
+    duplicate_log = None
     try:
         n_actors, resources = _pool_shape(run)
         if actor_options:
             resources = {**resources, **actor_options}
         n_actors = min(n_actors, max(1, len(run.scheduler.pending)))
         actor_cls = _generator_actor_class(worker_cls)
+        duplicate_log = _start_duplicate_log(run)
         progress = Progress(run.plan.total_target, interval=run.config.progress_interval)
         state: dict[str, str] = {}  # name -> starting|ready|dead
         pings: dict[Any, str] = {}
@@ -185,6 +235,7 @@ def run_generation(
                 run.run_id,
                 name,
                 random.uniform(0, stagger) if created > 1 else 0,
+                duplicate_log,
             )
             actors[name] = handle
             set_state(name, "starting")
@@ -338,6 +389,11 @@ def run_generation(
         stats["shards"] = shard_log
         stats["shards_not_logged"] = shard_log_dropped
         stats["actor_totals"] = per_actor
+        if duplicate_log is not None:
+            try:
+                stats["duplicate_log"] = ray.get(duplicate_log.stats.remote(), timeout=30)
+            except Exception as exc:  # noqa: BLE001 - a summary line, not the run
+                log.warning("duplicate log stats unavailable: %s", exc)
         return finalize_run(run, stats)
     except BaseException:
         # stop every attempt before the caller releases this driver's claims: no actor of a failed run
@@ -349,6 +405,11 @@ def run_generation(
                 pass
         raise
     finally:
+        if duplicate_log is not None:
+            try:
+                ray.kill(duplicate_log)
+            except Exception:  # noqa: BLE001
+                pass
         if started_ray:
             ray.shutdown()
 
@@ -374,6 +435,8 @@ def _account_actor(per_actor: dict[str, dict[str, float]], summary: dict[str, An
 def run_in_process(run: PreparedRun, worker_cls: type[ShardWorker] = ShardWorker) -> dict[str, Any]:
     """The same run without Ray, on one in-process worker (debugging, small machines, benchmarks)."""
     worker = worker_cls(run.worker_options, run.store, run.run_id, actor="local")
+    if run.resumed_shards:
+        worker.resume_duplicates()
     progress = Progress(run.plan.total_target, interval=run.config.progress_interval)
     try:
         while not run.scheduler.finished:

@@ -154,6 +154,25 @@ class ShardWorker:
             self.renderer.dtype_name,
         )
 
+    def share_duplicates(self, duplicate_log: Any) -> None:
+        """Match images against every actor's kept images through the run's duplicate log
+        (:mod:`dermgen.filters.run_index`), not only against this worker's."""
+        flt = getattr(self, "filter", None)
+        if flt is not None:
+            flt.share_duplicates(duplicate_log, self.actor)
+
+    def resume_duplicates(self) -> int:
+        """Put the run's committed kept images in this worker's duplicate index (a resumed run in one
+        process), so a resumed run drops copies of images kept before it stopped; how many were added."""
+        flt = getattr(self, "filter", None)
+        if flt is None or flt.run_index is None:
+            return 0
+        from dermgen.filters.run_index import kept_fingerprints
+
+        n = flt.run_index.seed(kept_fingerprints(self.store))
+        log.info("duplicate index resumed with %d kept image(s) of the run", n)
+        return n
+
     def info(self) -> dict[str, Any]:
         return {
             "actor": self.actor,
@@ -292,11 +311,14 @@ class ShardWorker:
         entry_filter: dict[str, float | None] | None,
     ) -> tuple[list[dict], list[str]]:
         ident = self.renderer.identity
-        rows, keys = [], []
+        rows: list[dict[str, Any]] = []
+        keys: list[str] = []
+        rendered: list[tuple[dict[str, Any], Sample, bytes, float, float, Any]] = []
         now = datetime.now(timezone.utc)
         per_image = gen_secs / max(1, len(samples))
         for i, s in enumerate(samples):
             row = self._base_row(s, attempt_id, loras, batch_size, now)
+            rows.append(row)
             if result is None or not result.finite[i]:
                 if result is not None:
                     log.error("sample %s rendered non-finite pixels; marked failed", s.sample_id)
@@ -307,7 +329,6 @@ class ShardWorker:
                     drop_reasons=["failed"],
                     timings={"generate_s": per_image, "encode_s": None, "filter_s": None},
                 )
-                rows.append(row)
                 continue
             img = result.images[i]
             t = time.perf_counter()
@@ -331,14 +352,25 @@ class ShardWorker:
             )
             t_enc = time.perf_counter() - t
             t = time.perf_counter()
+            scored = self.filter.score(img) if self.filter is not None else None
+            rendered.append((row, s, png, t_enc, time.perf_counter() - t, scored))
+        # the duplicate decision for the whole batch at once: one round trip to the run's shared index
+        decisions: list[Any] = [None] * len(rendered)
+        t = time.perf_counter()
+        if self.filter is not None and rendered:
+            decisions = self.filter.decide_many(
+                [(s.sample_id, scored) for _, s, _, _, _, scored in rendered],
+                overrides=entry_filter or None,
+                skin_tones=[s.skin_tones for _, s, _, _, _, _ in rendered],
+            )
+        t_decide = (time.perf_counter() - t) / max(1, len(rendered))
+        for (row, s, png, t_enc, t_score, _), res in zip(rendered, decisions, strict=True):
             kept, reasons, scores = True, [], empty_scores()
-            if self.filter is not None:
-                res = self.filter.evaluate(img, overrides=entry_filter or None, skin_tones=s.skin_tones)
+            if res is not None:
                 kept, reasons = bool(res.kept), list(res.reasons)
                 scores.update(
                     {k: (None if v is None else float(v)) for k, v in res.scores.items() if k in scores}
                 )
-            t_flt = time.perf_counter() - t
             row.update(
                 status="ok",
                 kept=kept,
@@ -346,14 +378,17 @@ class ShardWorker:
                 scores=scores,
                 skin_tone=skin_tone_of(scores.get("ita")),
                 image_sha256=sha256_bytes(png),
-                timings={"generate_s": per_image, "encode_s": t_enc, "filter_s": t_flt},
+                timings={
+                    "generate_s": per_image,
+                    "encode_s": t_enc,
+                    "filter_s": (t_score + t_decide) if res is not None else 0.0,
+                },
             )
             if kept or self.opts.save_dropped:
                 row["image"], key = image_value(self.opts.images, png, s.sample_id, s.label, attempt_id, kept)
                 if key is not None:  # the files layout: a PNG object beside the row's bytes
                     self.store.put(key, png)
                     keys.append(key)
-            rows.append(row)
         return rows, keys
 
     def _base_row(

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -601,6 +602,14 @@ def copy_similarity(
     return s
 
 
+def _as_set(exclude: int | Collection[int] | None) -> set[int]:
+    if exclude is None:
+        return set()
+    if isinstance(exclude, (int, np.integer)):
+        return {int(exclude)}
+    return {int(i) for i in exclude}
+
+
 def _best_column(scores: np.ndarray) -> np.ndarray:
     """The row-wise max of a tall (n, few) array, a column at a time (``max(axis=1)`` is ~8x slower)."""
     best = scores[:, 0].copy()
@@ -731,16 +740,18 @@ class FingerprintIndex:
         return Fingerprint(self._rings[i], self._grays[i], self._thumbs[i])
 
     def shortlist(
-        self, fp: Fingerprint, k: int = RERANK, exclude: int | None = None
+        self, fp: Fingerprint, k: int = RERANK, exclude: int | Collection[int] | None = None
     ) -> list[tuple[int, float]]:
-        """Up to ``k`` entries by shortlist score, best first, never ``exclude``: (entry, score), the
+        """Up to ``k`` entries by shortlist score, best first, never those in ``exclude`` (one entry or
+        several): (entry, score), the
         score being the thumbnail cosine (best over the query's windows and orientations) plus
         :data:`RING_WEIGHT` times the ring cosine (best over the 3x3 window pairs), over 1 + RING_WEIGHT.
 
         In an index larger than :data:`POOL` only the POOL entries closest by the ring of one window (the
         central 90%) are scored: a fixed cost per lookup besides one product over the index."""
         n = self._n
-        if n == 0 or (n == 1 and exclude == 0):
+        skip = _as_set(exclude)
+        if n == 0 or len(skip) >= n and all(0 <= i < n for i in skip):
             return []
         rows = None
         if n > POOL:
@@ -752,17 +763,23 @@ class FingerprintIndex:
         )
         score = (_best_column(thumbs @ _query_thumbs(fp.gray).T) + RING_WEIGHT * ring) / (1 + RING_WEIGHT)
         ids = np.arange(n) if rows is None else rows
-        if exclude is not None:
-            score[ids == exclude] = -np.inf
+        if skip:
+            score[np.isin(ids, np.fromiter(skip, np.int64, len(skip)))] = -np.inf
         top = np.argpartition(-score, k)[:k] if len(ids) > k else np.arange(len(ids))
         top = top[np.argsort(-score[top])]
-        return [(int(ids[t]), float(score[t])) for t in top if ids[t] != exclude]
+        return [(int(ids[t]), float(score[t])) for t in top if int(ids[t]) not in skip]
 
-    def match(self, fp: Fingerprint, *, gate: float = COARSE_GATE, exclude: int | None = None) -> Match:
+    def match(
+        self,
+        fp: Fingerprint,
+        *,
+        gate: float = COARSE_GATE,
+        exclude: int | Collection[int] | None = None,
+    ) -> Match:
         """The best verified copy among the entries; similarity 0 when no entry passes the gates.
 
         ``gate=-1`` always verifies the best texture match (a nearest entry for reports); ``exclude``
-        leaves one entry out (an entry against the others).
+        leaves entries out (an entry against the others; a run's withdrawn or own earlier entries).
 
         Steps 1-4 of the module docstring: ring shortlist, 32 px pre-scan, 64 px texture match of the
         best entries in their likely orientations, verification of the best :data:`MAX_CANDIDATES`.

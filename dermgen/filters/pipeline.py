@@ -13,13 +13,14 @@ import numpy as np
 
 from dermgen.filters.base import ImageView, Scorer
 from dermgen.filters.color import ClippedScorer, ContrastScorer, InkScorer, TintScorer
-from dermgen.filters.dedup import DuplicateScorer, Fingerprint, MemorisationScorer, fingerprint
+from dermgen.filters.dedup import Fingerprint, MemorisationScorer, fingerprint
 from dermgen.filters.domain import OffDomainScorer
 from dermgen.filters.hair import HairScorer
 from dermgen.filters.lesion import LesionScorer
 from dermgen.filters.names import SCORE_NAMES
 from dermgen.filters.rule import FilterConfig, FilterConfigError, apply_rule, resolve_overrides
 from dermgen.filters.ruler import RulerScorer
+from dermgen.filters.run_index import DuplicateCandidate, DuplicateLogClient, RunIndex
 from dermgen.filters.sharpness import BlurScorer
 from dermgen.filters.skintone import SkinToneScorer
 from dermgen.filters.smear import SmearScorer
@@ -72,8 +73,9 @@ def default_scorers() -> list[Scorer]:
 class ImageFilter:
     """Scores images and keeps or drops them by the thresholds of a :class:`FilterConfig`.
 
-    Stateless scorers run in :meth:`score` (safe to call from worker processes); :meth:`decide` adds
-    the duplicate score against the images kept so far and applies the rule, and :meth:`evaluate`
+    Stateless scorers run in :meth:`score` (safe to call from worker processes); :meth:`decide` (one
+    image) and :meth:`decide_many` (a batch, one round trip to a shared run index) add the duplicate score
+    against the run's images kept so far (:attr:`run_index`) and apply the rule, and :meth:`evaluate`
     does both. ``enabled=False`` makes a filter that keeps everything and computes nothing.
     """
 
@@ -92,7 +94,8 @@ class ImageFilter:
             list(default_scorers() if scorers is None else scorers) if enabled else []
         )
         self.memorisation = memorisation if enabled else None
-        self.duplicates = DuplicateScorer() if (enabled and duplicates) else None
+        self.run_index = RunIndex() if (enabled and duplicates) else None
+        self._unnamed = 0  # ids for images decided without a sample id
         self._override_cache: dict[tuple[tuple[str, Any], ...], FilterConfig] = {}
         unknown = {n for s in self.scorers for n in s.names} - set(SCORE_NAMES)
         if unknown:
@@ -134,7 +137,7 @@ class ImageFilter:
                 scores[name] = None if value is None or math.isnan(value) else float(value)
         if self.memorisation is not None:
             scores["memorisation"] = self.memorisation.compute(view)["memorisation"]
-        fp = fingerprint(view) if self.duplicates is not None else None
+        fp = fingerprint(view) if self.run_index is not None else None
         return ScoredImage(scores, fp)
 
     def decide(
@@ -148,17 +151,48 @@ class ImageFilter:
         ``skin_tones``: the groups the image must show (a manifest entry's ``expect``); an image whose
         ``ita`` falls in another group, or was not measured, is dropped with the reason ``skin_tone``.
         """
+        self._unnamed += 1
+        return self.decide_many([(f"image-{self._unnamed}", scored)], overrides, [skin_tones])[0]
+
+    def decide_many(
+        self,
+        items: Sequence[tuple[str, ScoredImage]],
+        overrides: Mapping[str, Any] | None = None,
+        skin_tones: Sequence[Sequence[str] | None] | None = None,
+    ) -> list[FilterResult]:
+        """:meth:`decide` for a batch of (sample id, scored image), in order, with one duplicate lookup
+        for the batch. The sample id lets a sample rendered again never count as its own duplicate."""
         config = self.config_for(overrides)
-        scores = dict(scored.scores)
+        tones = list(skin_tones) if skin_tones is not None else [None] * len(items)
+        if len(tones) != len(items):
+            raise ValueError(f"skin_tones: {len(tones)} given for {len(items)} images")
+        scores = [dict(scored.scores) for _, scored in items]
         if not self.enabled:
-            return FilterResult(True, [], scores)
-        if self.duplicates is not None and scored.fingerprint is not None:
-            scores["duplicate"] = self.duplicates.index.similarity(scored.fingerprint)
-        reasons = apply_rule(config, scores) + skin_tone_reasons(scores.get("ita"), skin_tones)
-        kept = not reasons
-        if kept and self.duplicates is not None and scored.fingerprint is not None:
-            self.duplicates.add(scored.fingerprint)
-        return FilterResult(kept, reasons, scores)
+            return [FilterResult(True, [], s) for s in scores]
+
+        def reasons_of(k: int) -> list[str]:
+            return apply_rule(config, scores[k]) + skin_tone_reasons(scores[k].get("ita"), tones[k])
+
+        if self.run_index is not None:
+            looked = [k for k, (_, scored) in enumerate(items) if scored.fingerprint is not None]
+            candidates = [
+                DuplicateCandidate(
+                    items[k][0], items[k][1].fingerprint, config.duplicate_max, eligible=not reasons_of(k)
+                )
+                for k in looked
+            ]
+            for k, sim in zip(looked, self.run_index.check_and_add(candidates), strict=True):
+                scores[k]["duplicate"] = sim
+        results = []
+        for k in range(len(items)):
+            reasons = reasons_of(k)
+            results.append(FilterResult(not reasons, reasons, scores[k]))
+        return results
+
+    def share_duplicates(self, duplicate_log: DuplicateLogClient, actor: str) -> None:
+        """Match images against every actor's kept images through the run's log, not this filter's only."""
+        if self.run_index is not None:
+            self.run_index.join(duplicate_log, actor)
 
     def evaluate(
         self,
@@ -173,8 +207,8 @@ class ImageFilter:
 
     def reset(self) -> None:
         """Forget the run state (the images kept so far, used for duplicates)."""
-        if self.duplicates is not None:
-            self.duplicates.reset()
+        if self.run_index is not None:
+            self.run_index = RunIndex()
 
     def __repr__(self) -> str:
         on = {k: v for k, v in self.config.thresholds().items() if v is not None}
