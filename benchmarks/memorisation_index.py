@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cache_mb": round(cache_mb, 1),
         "queries": args.queries,
         **{f"{name}_ms_p{q}": p(values, q) for name, values in ms.items() for q in (50, 95)},
+        **{f"{name}_ms_mean": round(float(np.mean(values)), 2) for name, values in ms.items()},
         "copies_found": round(found / args.queries, 3),
         "new_images_matched": round(false / args.queries, 3),
     }
