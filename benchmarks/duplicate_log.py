@@ -8,7 +8,7 @@ colour-shifted, JPEG 75) are split into batches and handed round-robin to ``--ac
 its own RunIndex joined to one DuplicateLog held in a real local Ray actor (the runner's set-up). Prints
 JSON: per batch, the time matching against the replica and the log's round trip (append + answer), the
 bytes an append returns, and how many images were kept (per group: an original and its copies) with the
-shared log and by one process taking the same images in the same order without a log. The two should
+run's log and by one process taking the same images in the same order without a log. The two should
 agree up to the order the log puts concurrent batches in. (Two independent hard copies of one image are
 harder to match than a copy and its original: a group can keep two copies, with or without the log.)
 """
@@ -141,7 +141,7 @@ def main() -> None:
                     "p50": round(float(np.percentile(answer, 50)) / 1024, 1),
                     "max": round(float(answer.max()) / 1024, 1),
                 },
-                "shared_log": per_group(kept),
+                "with_log": per_group(kept),
                 "one_process_same_order": per_group(kept_alone),
                 "withdrawn_on_log_order": sum(ix.withdrawn for ix in indexes),
                 "log": stats,

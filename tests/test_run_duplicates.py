@@ -60,13 +60,13 @@ def workers(store, n: int, log: DuplicateLog | None) -> list[ShardWorker]:
     return out
 
 
-@pytest.mark.parametrize("shared", [False, True], ids=["per-worker", "shared-log"])
-def test_twins_on_two_workers(tmp_path, shared):
+@pytest.mark.parametrize("with_log", [False, True], ids=["per-worker", "run-log"])
+def test_twins_on_two_workers(tmp_path, with_log):
     """Each entry's shard on its own worker: with the run's log the second worker's twins are dropped;
     without it (each worker alone, as before) both copies are kept: the check is not vacuous."""
-    store = tmp_path / ("shared" if shared else "alone")
+    store = tmp_path / ("with-log" if with_log else "alone")
     shards = {s.entry_id: s for s in plan_run(parse_manifest(TWINS), shard_size=4).shards}
-    a, b = workers(store, 2, DuplicateLog() if shared else None)
+    a, b = workers(store, 2, DuplicateLog() if with_log else None)
     try:
         a.run_shard(shards["mole_a"])
         b.run_shard(shards["mole_b"])
@@ -78,12 +78,12 @@ def test_twins_on_two_workers(tmp_path, shared):
     for i, pair in pairs.items():
         first, second = pair["mole_a"], pair["mole_b"]
         assert first["kept"], f"sample {i} of the first entry: {first['drop_reasons']}"
-        if shared:
+        if with_log:
             assert not second["kept"] and second["drop_reasons"] == ["duplicate>0.89"]
             assert second["scores"]["duplicate"] > 0.94
         else:
             assert second["kept"], "a worker alone never sees the other worker's images"
-    if shared:
+    if with_log:
         # the first batch (2 images) passed b's empty replica and lost on the log's order; the second was
         # caught by the replica, which had received a's images with that first append
         assert b.filter.run_index.withdrawn == 2
