@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="folder of kept samples (default: the 120 kept samples, $DERMGEN_SAMPLES or the repository's copies)",
     )
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seed", type=int, default=2026, help="draws of the copies (crop, zoom, colour shift)")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
     if args.quick:
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     flt = build_filter("default", overrides={"duplicate": None})
     flt.memorisation = MemorisationScorer(index=index)
     threshold = FilterConfig().thresholds()["memorisation"]
-    rng = np.random.default_rng(2026)
+    rng = np.random.default_rng(args.seed)
     copies, dropped_mem, missed, times = 0, 0, [], []
     for f, img in zip(files, images, strict=True):
         for k in orientations:
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
             false_matches.append([labels[i], m.label, round(m.similarity, 3)])
     out = {
         "samples": len(files),
+        "seed": args.seed,
         "orientations": len(orientations),
         "copies": copies,
         "copies_dropped_memorisation": dropped_mem,
