@@ -350,7 +350,11 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
 COARSE = 64  # texture match resolution
 COARSE_MARGIN = 7
 COARSE_SCALES = (1.0, 1.1, 1.2)
+COARSE_MID = 1.1  # the zoom every orientation is matched at; the others only for the best one
 SWEEP_GATE = 0.55  # the larger zooms are tried when the middle one matches this well (copies: >= 0.58 there)
+FIRST_SCALES = (1.0, 1.1, 1.2, 1.3)  # the pre-scan's best entry also at 1.3 (a copy cropped ~10% on every
+FIRST_SWEEP_GATE = 0.4  # side needs ~1.25) and swept from 0.4: such copies match it at 0.41-0.58 at the
+# middle zoom (7 of 2,880 copies on new draws); one entry's extra zooms per lookup
 COARSE_ECC_ITERATIONS = 3  # ECC at 64 px from a texture placement, before the verification's at SIDE px
 WAY_GATE = 0.52  # a way round placed below this is not aligned (the other one is, or the orientation fails)
 PLACED_GATE = 0.8  # 64 px correlation after that ECC needed for the SIDE px refinement (copies: >= 0.947 on
@@ -440,7 +444,7 @@ class _Probe:
             )
         return self._zoomed[k, s]
 
-    def texture(self, b_gray: np.ndarray, orientations: list[int]) -> _Texture:
+    def texture(self, b_gray: np.ndarray, orientations: list[int], first: bool = False) -> _Texture:
         """64 px texture match with entry ``b`` in ``orientations``: the query's centre searched in ``b``
         zoomed and ``b``'s centre in the query zoomed (``b`` a crop of it), the middle of
         :data:`COARSE_SCALES` for each orientation, the other zooms for the best one (the larger ones when
@@ -459,13 +463,14 @@ class _Probe:
                 return forward
             return max(forward, out.place(k, True, s, self._zoom(k, s), b_centre))
 
-        mid = COARSE_SCALES[len(COARSE_SCALES) // 2]
+        mid = COARSE_MID
         for k in orientations:
             out.scores[k] = match(k, mid)
         k = int(np.argmax(out.scores))
         # unzoomed always (an exact copy of a noise-like frame matches at no other zoom), larger zooms when
         # the middle one lines up a little
-        zooms = [s for s in COARSE_SCALES if s != mid and (s <= 1.0 or out.scores[k] >= SWEEP_GATE)]
+        scales, gate = (FIRST_SCALES, FIRST_SWEEP_GATE) if first else (COARSE_SCALES, SWEEP_GATE)
+        zooms = [s for s in scales if s != mid and (s <= 1.0 or out.scores[k] >= gate)]
         out.scores[k] = max([float(out.scores[k])] + [match(k, s) for s in zooms])
         return out
 
@@ -799,8 +804,8 @@ class FingerprintIndex:
         ranked = []
         best = Match(0.0, None)
         verified: set[int] = set()
-        for _, i, listed_score, pre in scanned[:TEXTURE_RANK]:
-            tex = probe.texture(self._grays[i], _near_best(pre))
+        for rank, (_, i, listed_score, pre) in enumerate(scanned[:TEXTURE_RANK]):
+            tex = probe.texture(self._grays[i], _near_best(pre), first=rank == 0)
             ranked.append((float(tex.scores.max()), i, listed_score, tex))
             if tex.scores.max() >= EARLY and len(verified) < MAX_CANDIDATES:  # most copies: verified at once
                 verified.add(i)
