@@ -78,14 +78,10 @@ def main(argv: list[str] | None = None) -> dict:
             else:
                 missed.append([f.name, k, round(res.scores["memorisation"] or 0.0, 3)])
     # leave-one-out: each sample against the index of all the others
-    arrays, labels = index.arrays(), index.labels
+    labels = index.labels
     false_matches, others = [], []
     for i in range(len(files)):
-        keep = np.arange(len(files)) != i
-        loo = FingerprintIndex.from_arrays(
-            arrays["rings"][keep], arrays["grays"][keep], [lb for j, lb in enumerate(labels) if j != i]
-        )
-        m = loo.match(fps[i])
+        m = index.match(fps[i], exclude=i)
         others.append(m.similarity)
         if m.similarity > threshold:
             false_matches.append([labels[i], m.label, round(m.similarity, 3)])

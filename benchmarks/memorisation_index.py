@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
                 labels * args.tile,
                 np.concatenate([a["pre"]] * args.tile),
                 np.concatenate([a["thumbs"]] * args.tile),
+                np.concatenate([a["owners"] + t * len(labels) for t in range(args.tile)]),
             )
         ms: dict[str, list[float]] = {}
 

@@ -16,12 +16,19 @@ orientation and training augments with flips). A query is compared with an index
 3. texture: the best :data:`TEXTURE_RANK` entries are matched at 64 px in the orientations the pre-scan
    left (normalised template matching over a few zooms, each way round: either image may be the crop
    of the other), which also places them (zoom and shift); only the best :data:`MAX_CANDIDATES`
-   entries with a match >= :data:`COARSE_GATE` go on to step 4 (a match >= :data:`EARLY` at once);
+   entries with a match >= :data:`COARSE_GATE` go on to step 4 (a match >= :data:`EARLY` at once; if
+   that one is no copy, look-alikes crowd the pre-scan and twice as many entries are matched);
 4. verification, in the best orientation (and the second best if it lines up too), from each placement
    (the better first): ECC (affine) on the 64 px band, which must line up to :data:`PLACED_GATE`, then
    the correlation of the finer band at 128 px (difference of Gaussians, sigma 0.7 and 2), 0..1; below
    :data:`VERIFIED`, after ECC at 128 px, and also of that band blurred (a copy downscaled to ~100 px
    lacks the finest texture), less a small margin.
+
+A non-square image is seen two ways: its frame squashed to a square, and its central square. An index
+stores both rows for such an entry (a model fine-tuned on centre crops memorises the central square); a
+non-square query not verified squashed is matched again by its central square (a copy cropped unevenly,
+10% off two opposite sides, is squashed into an uneven zoom that the texture match does not follow, while
+its central square is an even zoom of the original).
 
 Generated moles look alike at low resolution (the ring descriptor alone puts the true original first
 for ~88% of copies among 120 kept samples), but their fine texture differs: after alignment, distinct
@@ -34,7 +41,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -66,10 +73,12 @@ SCALES = (0.96, 1.0, 1.04, 1.08, 1.12)  # zoom of the other image tried by templ
 MAX_CANDIDATES = 1  # entries verified per query: the best texture match (the copied entry ranked first
 # by texture for 958 / 958 real-sample copies it reached; a second verification found no copy more on
 # those or on 300 procedural copies at 25,000 entries, and cost new images 0.6 ms at p95)
-RERANK = 24  # entries pre-scanned at 32 px in all orientations, best shortlist score first
-TEXTURE_RANK = 4  # of those, the best by the pre-scan are matched at 64 px (the copied one: first in 97%,
-# always among the best four on 960 copies of the kept samples; an uncropped original of an indexed crop
-# can pre-scan well below a look-alike, so no cut by pre-scan score)
+RERANK = 48  # entries pre-scanned at 32 px in all orientations, best shortlist score first (the copied
+# entry: ranked up to 34th by the shortlist of 3,840 kept-sample copies, never below 4th by the pre-scan)
+TEXTURE_RANK = 4  # of those, the best by the pre-scan are matched at 64 px, twice as many once a look-alike
+# failed verification (the copied one: first in 98%, among the best four for 3,840 / 3,840 copies of the
+# kept samples, 5th once in 960 more, amid four look-alikes within 0.012 at 32 px; an uncropped original
+# of an indexed crop can pre-scan well below a look-alike, so no cut by pre-scan score)
 COARSE_GATE = 0.62  # 64 px texture match needed for a verification (copies >= 0.7, most distinct <= 0.6)
 EARLY = 0.75  # a texture match this strong is verified before the rest of the shortlist is re-ranked
 # (the copied entry's: >= 0.78 for 99% of copies)
@@ -77,6 +86,8 @@ ECC_ITERATIONS = 5  # from the 64 px placement (10 found no more of the 960 copi
 LOW_RES_SIGMA = 1.2  # extra blur of the fine band for small copies (0: off)
 LOW_RES_MARGIN = 0.03  # the blurred comparison is less specific: it counts this much less
 VERIFIED = 0.94  # a verification at or above this is a copy for sure: no need to try further candidates
+SQUARE_ASPECT = 1.05  # an image with a longer side beyond this x its shorter one is also seen by its
+# central square (see :class:`Fingerprint`; copies of square originals within this aspect match squashed)
 
 LAB_SIDE = 64  # the Lab copy the ring descriptors are computed on
 RINGS = 8  # ring descriptor: RINGS rings + the corners, 4 features each
@@ -114,11 +125,17 @@ class Fingerprint:
     ``rings``: (3, 36) float32, unit rows: the D4-invariant shortlist descriptors of the full frame and
     its central 90% and 80%; ``gray``: 128x128 uint8, for the texture re-ranking and the verification;
     ``thumb``: (144,) float32, unit: the upright 12x12 thumbnail of the central 90% (see :func:`_thumb`).
+    ``square``: for an image whose sides differ by more than :data:`SQUARE_ASPECT`, the fingerprint of its
+    central square (an index stores it as a second row of the entry; a query is matched by it too): the
+    frame is squashed to a square, so a copy cropped unevenly (10% off two opposite sides only: aspect
+    1.25) is a zoom by different amounts along x and y of its original, beyond what the texture match
+    tolerates, while its central square is an even zoom (<= 1.25) and a shift.
     """
 
     rings: np.ndarray
     gray: np.ndarray
     thumb: np.ndarray
+    square: Fingerprint | None = None
 
 
 @dataclass(frozen=True)
@@ -192,7 +209,14 @@ def fingerprint(image: np.ndarray | ImageView) -> Fingerprint:
     if gray.shape != (SIDE, SIDE):
         gray = cv2.resize(gray, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
     gray = np.ascontiguousarray(gray)
-    fp = Fingerprint(rings, gray, _thumb(gray))
+    h, w = view.rgb.shape[:2]
+    square = None
+    if max(h, w) > SQUARE_ASPECT * min(h, w):
+        work = view.work_rgb
+        side = min(work.shape[:2])
+        y0, x0 = (work.shape[0] - side) // 2, (work.shape[1] - side) // 2
+        square = fingerprint(ImageView(work[y0 : y0 + side, x0 : x0 + side]))
+    fp = Fingerprint(rings, gray, _thumb(gray), square)
     view.cache["fingerprint"] = fp
     return fp
 
@@ -352,9 +376,9 @@ COARSE_MARGIN = 7
 COARSE_SCALES = (1.0, 1.1, 1.2)
 COARSE_MID = 1.1  # the zoom every orientation is matched at; the others only for the best one
 SWEEP_GATE = 0.55  # the larger zooms are tried when the middle one matches this well (copies: >= 0.58 there)
-FIRST_SCALES = (1.0, 1.1, 1.2, 1.3)  # the pre-scan's best entry also at 1.3 (a copy cropped ~10% on every
-FIRST_SWEEP_GATE = 0.4  # side needs ~1.25) and swept from 0.4: such copies match it at 0.41-0.58 at the
-# middle zoom (7 of 2,880 copies on new draws); one entry's extra zooms per lookup
+FIRST_SCALES = (1.0, 1.1, 1.2, 1.3)  # the pre-scan's best entry: every zoom, up to 1.3 (a copy cropped ~10%
+# on every side needs ~1.25 and can match as little as 0.34 at the middle zoom; ~87% of new images reach
+# SWEEP_GATE there and pay the sweep anyway)
 COARSE_ECC_ITERATIONS = 3  # ECC at 64 px from a texture placement, before the verification's at SIDE px
 WAY_GATE = 0.52  # a way round placed below this is not aligned (the other one is, or the orientation fails)
 PLACED_GATE = 0.8  # 64 px correlation after that ECC needed for the SIDE px refinement (copies: >= 0.947 on
@@ -448,7 +472,8 @@ class _Probe:
         """64 px texture match with entry ``b`` in ``orientations``: the query's centre searched in ``b``
         zoomed and ``b``'s centre in the query zoomed (``b`` a crop of it), the middle of
         :data:`COARSE_SCALES` for each orientation, the other zooms for the best one (the larger ones when
-        it reaches :data:`SWEEP_GATE`)."""
+        it reaches :data:`SWEEP_GATE`); the pre-scan's best entry (``first``) at every zoom of
+        :data:`FIRST_SCALES`."""
         m = COARSE_MARGIN
         b = _coarse_band(b_gray)
         b_centre = b[m:-m, m:-m]
@@ -468,9 +493,9 @@ class _Probe:
             out.scores[k] = match(k, mid)
         k = int(np.argmax(out.scores))
         # unzoomed always (an exact copy of a noise-like frame matches at no other zoom), larger zooms when
-        # the middle one lines up a little
-        scales, gate = (FIRST_SCALES, FIRST_SWEEP_GATE) if first else (COARSE_SCALES, SWEEP_GATE)
-        zooms = [s for s in scales if s != mid and (s <= 1.0 or out.scores[k] >= gate)]
+        # the middle one lines up a little, or for the pre-scan's best entry
+        scales = FIRST_SCALES if first else COARSE_SCALES
+        zooms = [s for s in scales if s != mid and (first or s <= 1.0 or out.scores[k] >= SWEEP_GATE)]
         out.scores[k] = max([float(out.scores[k])] + [match(k, s) for s in zooms])
         return out
 
@@ -644,16 +669,22 @@ class FingerprintIndex:
     Only the compact parts are stored (rings, thumbnail and grey copy: about 17 KB an image) in arrays
     that :mod:`dermgen.filters.reference_index` saves and loads as they are; an entry's pre-scan template
     (1.1 KB) is made the first time it is shortlisted and kept in memory.
+
+    An entry is one image; a non-square one is stored as two rows, its frame squashed to a square and
+    its central square (``Fingerprint.square``): a model fine-tuned on centre crops (``train-lora``)
+    memorises the central square, which the squashed frame does not resemble. Entries are numbered
+    (``exclude``, :attr:`Match.index`) and labelled per image; ``owners`` maps rows to entries.
     """
 
     def __init__(self) -> None:
-        self._n = 0
+        self._n = 0  # rows
         self._rings = np.zeros((0, len(RING_WINDOWS), RING_DIM), np.float32)
         self._proxy = np.zeros((0, RING_DIM), np.float32)  # the ring of window PROXY_WINDOW, contiguous
         self._thumbs = np.zeros((0, THUMB * THUMB), np.float32)
         self._grays = np.zeros((0, SIDE, SIDE), np.uint8)
-        self._labels: list[str] = []
-        self._pre: dict[int, np.ndarray] = {}  # pre-scan templates of the entries shortlisted so far
+        self._owners = np.zeros(0, np.int64)  # row -> entry (non-decreasing)
+        self._labels: list[str] = []  # per entry
+        self._pre: dict[int, np.ndarray] = {}  # pre-scan templates of the rows shortlisted so far
         self._pre_made: np.ndarray | None = None  # or all of them, made ahead (a cached reference index)
 
     @classmethod
@@ -664,18 +695,31 @@ class FingerprintIndex:
         labels: list[str],
         pre: np.ndarray | None = None,
         thumbs: np.ndarray | None = None,
+        owners: np.ndarray | None = None,
     ) -> FingerprintIndex:
-        """An index over stored arrays (e.g. memory-mapped from a cache); rows line up with ``labels``.
-        ``pre``: the entries' pre-scan templates, (n, 576) float16, when they were made ahead;
-        ``thumbs``: their thumbnails, (n, 144), made from ``grays`` when not given."""
-        lengths = {"rings": len(rings), "grays": len(grays), "labels": len(labels)}
-        lengths.update({k: len(v) for k, v in (("pre", pre), ("thumbs", thumbs)) if v is not None})
+        """An index over stored arrays (e.g. memory-mapped from a cache), one row each; ``labels``: one
+        per entry. ``pre``: the rows' pre-scan templates, (n, 576) float16, when they were made ahead;
+        ``thumbs``: their thumbnails, (n, 144), made from ``grays`` when not given; ``owners``: the entry
+        of each row (non-decreasing, every entry at least once), one row per entry when not given."""
+        lengths = {"rings": len(rings), "grays": len(grays)}
+        lengths.update(
+            {k: len(v) for k, v in (("pre", pre), ("thumbs", thumbs), ("owners", owners)) if v is not None}
+        )
+        if owners is None:
+            lengths["labels"] = len(labels)
         if len(set(lengths.values())) > 1:
             raise ValueError(
                 "index arrays disagree in length: " + ", ".join(f"{k} {v}" for k, v in lengths.items())
             )
+        owners = np.arange(len(labels), dtype=np.int64) if owners is None else np.asarray(owners, np.int64)
+        steps = np.diff(owners, prepend=-1)
+        if len(owners) and (steps.min() < 0 or steps.max() > 1 or owners[-1] != len(labels) - 1):
+            raise ValueError(
+                f"owners must number the {len(labels)} labels' rows in order (0, 0, 1, 2, 2, ...), "
+                f"got {owners[:8].tolist()}..."
+            )
         index = cls()
-        index._rings, index._grays = rings, grays
+        index._rings, index._grays, index._owners = rings, grays, owners
         index._proxy = np.ascontiguousarray(rings[:, PROXY_WINDOW], dtype=np.float32)
         index._thumbs = (
             np.asarray(thumbs, dtype=np.float32)
@@ -685,15 +729,20 @@ class FingerprintIndex:
             else index._thumbs
         )
         index._labels = list(labels)
-        index._n = len(labels)
+        index._n = len(owners)
         index._pre_made = pre
         return index
 
     def arrays(self, pre: bool = False) -> dict[str, np.ndarray]:
-        """The stored arrays (rings, thumbs, grays; with ``pre`` also every entry's pre-scan template,
-        made now where missing), trimmed to the entries."""
+        """The stored arrays, one row each (rings, thumbs, grays, owners; with ``pre`` also every row's
+        pre-scan template, made now where missing), trimmed to the rows."""
         n = self._n
-        out = {"rings": self._rings[:n], "thumbs": self._thumbs[:n], "grays": self._grays[:n]}
+        out = {
+            "rings": self._rings[:n],
+            "thumbs": self._thumbs[:n],
+            "grays": self._grays[:n],
+            "owners": self._owners[:n],
+        }
         if pre:
             out["pre"] = (
                 np.stack([self._pre_template(i) for i in range(n)])
@@ -707,11 +756,11 @@ class FingerprintIndex:
         return list(self._labels)
 
     def __len__(self) -> int:
-        return self._n
+        return len(self._labels)
 
     def _grow(self, need: int) -> None:
         cap = len(self._rings)
-        stored = ("_rings", "_grays", "_proxy", "_thumbs")
+        stored = ("_rings", "_grays", "_proxy", "_thumbs", "_owners")
         if need <= cap and all(getattr(self, name).flags.writeable for name in stored):
             return
         new_cap = max(need, 2 * cap, 64)
@@ -722,19 +771,25 @@ class FingerprintIndex:
             setattr(self, name, arr)
 
     def add(self, fp: Fingerprint, label: str = "") -> None:
-        self._grow(self._n + 1)
-        self._rings[self._n] = fp.rings
-        self._proxy[self._n] = fp.rings[PROXY_WINDOW]
-        self._thumbs[self._n] = fp.thumb
-        self._grays[self._n] = fp.gray
+        """Add an image as the next entry (two rows when it has a central square, see the class)."""
+        entry = len(self._labels)
+        for part in (fp, fp.square):
+            if part is None:
+                continue
+            self._grow(self._n + 1)
+            self._rings[self._n] = part.rings
+            self._proxy[self._n] = part.rings[PROXY_WINDOW]
+            self._thumbs[self._n] = part.thumb
+            self._grays[self._n] = part.gray
+            self._owners[self._n] = entry
+            self._n += 1
         self._labels.append(label)
-        self._n += 1
 
     def clear(self) -> None:
         self.__init__()
 
     def _pre_template(self, i: int) -> np.ndarray:
-        """Entry ``i``'s pre-scan template, made when first needed and kept (entries never change)."""
+        """Row ``i``'s pre-scan template, made when first needed and kept (rows never change)."""
         if self._pre_made is not None:
             return self._pre_made[i]
         t = self._pre.get(i)
@@ -742,23 +797,39 @@ class FingerprintIndex:
             t = self._pre[i] = _pre_template(self._grays[i])
         return t
 
-    def entry(self, i: int) -> Fingerprint:
-        """The stored part of entry ``i`` as a fingerprint."""
+    def _row(self, i: int) -> Fingerprint:
         return Fingerprint(self._rings[i], self._grays[i], self._thumbs[i])
+
+    def entry(self, i: int) -> Fingerprint:
+        """The stored part of entry ``i`` as a fingerprint (with its central square when it has one)."""
+        row = int(np.searchsorted(self._owners[: self._n], i))
+        if row >= self._n or self._owners[row] != i:
+            raise IndexError(f"entry {i} out of range: the index holds {len(self)} entries")
+        square = row + 1 < self._n and self._owners[row + 1] == i
+        return replace(self._row(row), square=self._row(row + 1) if square else None)
 
     def shortlist(
         self, fp: Fingerprint, k: int = RERANK, exclude: int | Collection[int] | None = None
     ) -> list[tuple[int, float]]:
         """Up to ``k`` entries by shortlist score, best first, never those in ``exclude`` (one entry or
-        several): (entry, score), the
-        score being the thumbnail cosine (best over the query's windows and orientations) plus
-        :data:`RING_WEIGHT` times the ring cosine (best over the 3x3 window pairs), over 1 + RING_WEIGHT.
+        several): (entry, score), the score being the thumbnail cosine (best over the query's windows and
+        orientations) plus :data:`RING_WEIGHT` times the ring cosine (best over the 3x3 window pairs),
+        over 1 + RING_WEIGHT; an entry's best row counts.
 
-        In an index larger than :data:`POOL` only the POOL entries closest by the ring of one window (the
+        In an index larger than :data:`POOL` only the POOL rows closest by the ring of one window (the
         central 90%) are scored: a fixed cost per lookup besides one product over the index."""
+        out: dict[int, float] = {}
+        for row, score in self._shortlist_rows(fp, k, exclude):
+            out.setdefault(int(self._owners[row]), score)
+        return list(out.items())
+
+    def _shortlist_rows(
+        self, fp: Fingerprint, k: int, exclude: int | Collection[int] | None
+    ) -> list[tuple[int, float]]:
+        """:meth:`shortlist` by rows: up to ``k`` (row, score), best first."""
         n = self._n
         skip = _as_set(exclude)
-        if n == 0 or len(skip) >= n and all(0 <= i < n for i in skip):
+        if n == 0 or len(skip) >= len(self) and all(0 <= i < len(self) for i in skip):
             return []
         rows = None
         if n > POOL:
@@ -771,10 +842,11 @@ class FingerprintIndex:
         score = (_best_column(thumbs @ _query_thumbs(fp.gray).T) + RING_WEIGHT * ring) / (1 + RING_WEIGHT)
         ids = np.arange(n) if rows is None else rows
         if skip:
-            score[np.isin(ids, np.fromiter(skip, np.int64, len(skip)))] = -np.inf
+            skipped = np.isin(self._owners[ids], np.fromiter(skip, np.int64, len(skip)))
+            score[skipped] = -np.inf
         top = np.argpartition(-score, k)[:k] if len(ids) > k else np.arange(len(ids))
         top = top[np.argsort(-score[top])]
-        return [(int(ids[t]), float(score[t])) for t in top if int(ids[t]) not in skip]
+        return [(int(ids[t]), float(score[t])) for t in top if np.isfinite(score[t])]
 
     def match(
         self,
@@ -789,9 +861,18 @@ class FingerprintIndex:
         leaves entries out (an entry against the others; a run's withdrawn or own earlier entries).
 
         Steps 1-4 of the module docstring: ring shortlist, 32 px pre-scan, 64 px texture match of the
-        best entries in their likely orientations, verification of the best :data:`MAX_CANDIDATES`.
+        best entries in their likely orientations, verification of the best :data:`MAX_CANDIDATES`. A
+        non-square query not verified as a copy is matched again by its central square (``fp.square``).
         """
-        listed = self.shortlist(fp, exclude=exclude)
+        best = self._match(fp, gate, exclude)
+        if fp.square is not None and best.similarity < VERIFIED:
+            other = self._match(fp.square, gate, exclude)
+            if other.similarity > best.similarity or best.label is None:
+                best = other
+        return best
+
+    def _match(self, fp: Fingerprint, gate: float, exclude: int | Collection[int] | None) -> Match:
+        listed = self._shortlist_rows(fp, RERANK, exclude)
         if not listed:  # an empty index (no references, a run's first image): nothing to prepare
             return Match(0.0, None)
         probe = _Probe(fp.gray)
@@ -804,7 +885,10 @@ class FingerprintIndex:
         ranked = []
         best = Match(0.0, None)
         verified: set[int] = set()
-        for rank, (_, i, listed_score, pre) in enumerate(scanned[:TEXTURE_RANK]):
+        reach = TEXTURE_RANK
+        for rank, (_, i, listed_score, pre) in enumerate(scanned):
+            if rank >= reach:
+                break
             tex = probe.texture(self._grays[i], _near_best(pre), first=rank == 0)
             ranked.append((float(tex.scores.max()), i, listed_score, tex))
             if tex.scores.max() >= EARLY and len(verified) < MAX_CANDIDATES:  # most copies: verified at once
@@ -812,6 +896,9 @@ class FingerprintIndex:
                 best = self._verify(probe, i, listed_score, tex, best)
                 if best.similarity >= VERIFIED:
                     return best
+                # a look-alike lined up at 64 px and is no copy: smooth moles crowd the pre-scan (within
+                # 0.01 of each other), so the copied entry may rank just below the cut
+                reach = 2 * TEXTURE_RANK
         ranked.sort(key=lambda t: -t[0])
         for coarse, i, listed_score, tex in ranked[:MAX_CANDIDATES]:
             if coarse < gate:
@@ -823,12 +910,13 @@ class FingerprintIndex:
         return best
 
     def _verify(self, probe: _Probe, i: int, listed_score: float, tex: _Texture, best: Match) -> Match:
-        """Verify entry ``i`` in its best orientation (and the second when it lines up too); the better
+        """Verify row ``i`` in its best orientation (and the second when it lines up too); the better
         of that and ``best``."""
+        entry = int(self._owners[i])
         for k in tex.order():
             s = tex.similarity(probe, k)
             if s > best.similarity or best.label is None:
-                best = Match(s, self._labels[i], i, k, listed_score)
+                best = Match(s, self._labels[entry], entry, k, listed_score)
             if s >= VERIFIED:
                 return best
         return best

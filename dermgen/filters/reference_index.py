@@ -30,8 +30,8 @@ __all__ = ["INDEX_VERSION", "ReferenceIndex", "index_cache_dir", "load_reference
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 3  # bump when the fingerprint changes: old caches are then ignored (2: pre-scan templates,
-# 3: shortlist thumbnails)
+INDEX_VERSION = 4  # bump when the fingerprint changes: old caches are then ignored (2: pre-scan templates,
+# 3: shortlist thumbnails, 4: a second row for the central square of a non-square reference)
 
 
 @dataclass
@@ -88,7 +88,9 @@ def _load_cached(folder: Path) -> tuple[FingerprintIndex, int] | None:
         grays = np.load(folder / "grays.npy", mmap_mode="r")
         pre = np.load(folder / "pre.npy")
         thumbs = np.load(folder / "thumbs.npy")
-        return FingerprintIndex.from_arrays(rings, grays, labels, pre, thumbs), int(meta.get("unreadable", 0))
+        owners = np.load(folder / "owners.npy")
+        index = FingerprintIndex.from_arrays(rings, grays, labels, pre, thumbs, owners)
+        return index, int(meta.get("unreadable", 0))
     except (OSError, ValueError, KeyError):
         return None
 
@@ -101,6 +103,7 @@ def _save(folder: Path, index: FingerprintIndex, meta: dict) -> None:
     np.save(tmp / "grays.npy", arrays["grays"])
     np.save(tmp / "pre.npy", arrays["pre"])
     np.save(tmp / "thumbs.npy", arrays["thumbs"])
+    np.save(tmp / "owners.npy", arrays["owners"])
     (tmp / "labels.json").write_text(json.dumps(index.labels))
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     if folder.exists() and _cached_version(folder) != INDEX_VERSION:  # a stale cache (older fingerprint)

@@ -5,6 +5,7 @@ Uses only the 12 downscaled kept samples in tests/assets/memorisation (a clone t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +143,97 @@ def test_a_stale_cache_is_replaced(ref_dir, monkeypatch, tmp_path):
     assert not rebuilt.cached and len(rebuilt) == N_REFS
     assert json.loads(meta_path.read_text())["version"] == meta["version"]
     assert load_reference_index(ref_dir).cached
+
+
+def _uneven_crop(img: np.ndarray, k: int, along_x: bool, zoom: float) -> np.ndarray:
+    """``img`` with 10% cut from two opposite sides only (aspect 1.25), resized, turned by ``k``, JPEG."""
+    import cv2
+
+    h, w = img.shape[:2]
+    out = img[:, w // 10 : w - w // 10] if along_x else img[h // 10 : h - h // 10]
+    out = cv2.resize(
+        out, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_AREA if zoom < 1 else cv2.INTER_CUBIC
+    )
+    ok, buf = cv2.imencode(".jpg", orient(out, k)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 75])
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+
+
+def test_unevenly_cropped_copies_are_matched_by_their_central_square(assets):
+    """A copy cut on two opposite sides only is squashed when made square; its central square is an even
+    zoom of the original and is matched too."""
+    index = FingerprintIndex()
+    for name, img in assets[:N_REFS]:
+        index.add(fingerprint(img), name)
+    square = fingerprint(assets[0][1])
+    assert square.square is None  # a square image needs no second look
+    missed = []
+    for n, (name, img) in enumerate(assets[:N_REFS]):
+        for k in (0, 3, 5, 6):
+            fp = fingerprint(_uneven_crop(img, k, along_x=(n + k) % 2 == 0, zoom=(0.7, 1.6)[k % 2]))
+            assert fp.square is not None and fp.square.gray.shape == fp.gray.shape
+            m = index.match(fp)
+            if m.similarity <= 0.89 or m.label != name:
+                missed.append((name, k, round(m.similarity, 3), m.label))
+    assert not missed, missed
+    for _, img in assets[N_REFS:]:  # other samples, cut the same way, still match nothing
+        assert index.match(fingerprint(_uneven_crop(img, 2, along_x=True, zoom=1.0))).similarity < 0.89
+
+
+def test_copies_cropped_ten_percent_on_every_side_are_matched(assets):
+    """The widest crop the issue names (10% off every side: a zoom of 1.25) in all eight orientations."""
+    import cv2
+
+    index = FingerprintIndex()
+    for name, img in assets[:N_REFS]:
+        index.add(fingerprint(img), name)
+    missed = []
+    for name, img in assets[:N_REFS]:
+        c = img.shape[0] // 10
+        for k in range(8):
+            z = (0.6, 1.0, 1.5)[k % 3]
+            out = cv2.resize(img[c:-c, c:-c], None, fx=z, fy=z, interpolation=cv2.INTER_AREA)
+            ok, buf = cv2.imencode(".jpg", orient(out, k)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 75])
+            m = index.match(fingerprint(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]))
+            if m.similarity <= 0.89 or m.label != name:
+                missed.append((name, k, round(m.similarity, 3)))
+    assert not missed, missed
+
+
+def _widened(img: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """``img`` with a strip of ``other`` glued on each side: a 4:3-like frame whose central square is ``img``."""
+    w = img.shape[1] * 3 // 16
+    return np.ascontiguousarray(np.concatenate([other[:, :w], img, other[:, -w:]], axis=1))
+
+
+def test_a_non_square_reference_is_also_indexed_by_its_central_square(assets, monkeypatch, tmp_path):
+    """A model fine-tuned on centre crops memorises a wide reference's central square: found, by label,
+    through a cached index too; the squashed frame alone does not resemble it."""
+    import cv2
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for n, (name, img) in enumerate(assets[:4]):
+        cv2.imwrite(str(refs / name), _widened(img, assets[n + 8][1])[..., ::-1])
+    monkeypatch.setenv("DERMGEN_CACHE", str(tmp_path / "cache"))
+    built, cached = load_reference_index(refs), load_reference_index(refs)
+    assert cached.cached and len(cached) == 4 and cached.index.labels == built.index.labels
+    assert cached.index.arrays()["owners"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert cached.index.entry(1).square is not None
+    rng = np.random.default_rng(5)
+    squashed_found = []
+    for n, (name, img) in enumerate(assets[:4]):
+        copy = fingerprint(hard_copy(img, rng, n + 2))  # the central square, turned, cropped, re-encoded
+        for index in (built.index, cached.index):
+            m = index.match(copy)
+            assert m.similarity > 0.89 and m.label == name and m.index == n, (name, m)
+            assert index.match(copy, exclude=n).similarity < 0.89  # both rows of the entry left out
+        squashed_only = FingerprintIndex()
+        squashed_only.add(replace(fingerprint(_widened(img, assets[n + 8][1])), square=None), name)
+        squashed_found.append(round(squashed_only.match(copy).similarity, 3))
+    assert sum(s > 0.89 for s in squashed_found) <= 1, squashed_found
+    with pytest.raises(ValueError, match="owners"):
+        FingerprintIndex.from_arrays(
+            **{k: v for k, v in built.index.arrays().items() if k != "owners"},
+            labels=built.index.labels,
+            owners=np.array([0, 0, 2, 2, 3, 3, 3, 3]),  # entry 1 has no row
+        )
