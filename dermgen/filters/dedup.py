@@ -713,7 +713,8 @@ class FingerprintIndex:
             )
         owners = np.arange(len(labels), dtype=np.int64) if owners is None else np.asarray(owners, np.int64)
         steps = np.diff(owners, prepend=-1)
-        if len(owners) and (steps.min() < 0 or steps.max() > 1 or owners[-1] != len(labels) - 1):
+        last = owners[-1] if len(owners) else -1
+        if last != len(labels) - 1 or len(owners) and (steps.min() < 0 or steps.max() > 1):
             raise ValueError(
                 f"owners must number the {len(labels)} labels' rows in order (0, 0, 1, 2, 2, ...), "
                 f"got {owners[:8].tolist()}..."

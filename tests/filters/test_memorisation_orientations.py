@@ -127,6 +127,10 @@ def test_index_from_arrays_checks_lengths():
             ["a"],
             np.zeros((2, 576), np.float16),
         )
+    with pytest.raises(ValueError, match="owners"):  # a label without a row
+        FingerprintIndex.from_arrays(
+            np.zeros((0, 3, 36), np.float32), np.zeros((0, 128, 128), np.uint8), ["a"], owners=np.zeros(0)
+        )
 
 
 def test_a_stale_cache_is_replaced(ref_dir, monkeypatch, tmp_path):
