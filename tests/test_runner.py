@@ -46,10 +46,13 @@ def test_shards_spread_evenly_over_4_gpu_actors_and_none_idles(tmp_path, ray_4_g
 
 def test_cpu_cluster_gets_cpu_actors(tmp_path, ray_local):
     summary = generate_run(tmp_path / "run", limit=4, shard_size=2, batch_size=2, use_ray=True, num_actors=2)
-    # two actors were asked for and both came up on the CPU (which of them renders the two shards
-    # depends on start-up timing: an actor that is ready first may finish both before the other starts)
-    assert len(summary["actors"]) == 2
+    # two actors were asked for; every one that came up did so on the CPU. Which of them renders the
+    # two shards, and whether the second has even reported before the run ends, depends on start-up
+    # timing: on a loaded machine the first ready actor may finish both shards before the other answers.
+    assert summary["actors_created"] == 2
+    assert summary["actors"] and set(summary["actors"]) <= {"gen-0", "gen-1"}
     assert {a["device"] for a in summary["actors"].values()} == {"cpu"}
+    assert {s["actor"] for s in summary["shards"]} <= set(summary["actors"])
     shard_ids = [s["shard_id"] for s in summary["shards"]]
     assert shard_ids and len(shard_ids) == len(set(shard_ids))  # every shard rendered once
 
