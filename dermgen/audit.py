@@ -289,7 +289,7 @@ def audit(
     if threshold is None:
         threshold = float(bounds["memorisation"] or 0.89)
     dup_threshold = float(bounds["duplicate"] or 0.89)
-    duplicates = FingerprintIndex()
+    duplicates = FingerprintIndex(both_ways=True)
     ref: ReferenceIndex = load_reference_index(reference)
     if expected_sha and expected_sha != ref.sha256:
         log.warning(

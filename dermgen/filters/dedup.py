@@ -12,10 +12,13 @@ orientation and training augments with flips). A query is compared with an index
 2. pre-scan: each shortlisted entry's 32 px texture template (difference of Gaussians) is matched at
    9x9 positions in the query's band in each of the eight orientations, all in one matrix product; it
    ranks the entries (a copied one comes first for ~97% of copies) and the orientations (the true one is
-   always within :data:`PRE_NEAR` of the best);
-3. texture: the best :data:`TEXTURE_RANK` entries are matched at 64 px in the orientations the pre-scan
-   left (normalised template matching over a few zooms, each way round: either image may be the crop
-   of the other), which also places them (zoom and shift); only the best :data:`MAX_CANDIDATES`
+   always within :data:`PRE_NEAR` of the best). It looks for the entry inside the query (the query a
+   crop of it: a memorised copy of a reference); a two-way index (``both_ways``: a run's near-duplicates,
+   where either image may be the crop of the other) also ranks the entries by the query's band zoomed
+   by :data:`PRE_WIDE` (an entry cropped from the query is magnified in it);
+3. texture: the best :data:`TEXTURE_RANK` entries (in a two-way index, by each ranking) are matched at
+   64 px in the orientations the pre-scan left (normalised template matching over a few zooms, each way
+   round), which also places them (zoom and shift); only the best :data:`MAX_CANDIDATES`
    entries with a match >= :data:`COARSE_GATE` go on to step 4 (a match >= :data:`EARLY` at once; if
    that one is no copy, look-alikes crowd the pre-scan and twice as many entries are matched);
 4. verification, in the best orientation (and the second best if it lines up too), from each placement
@@ -78,7 +81,8 @@ RERANK = 48  # entries pre-scanned at 32 px in all orientations, best shortlist 
 TEXTURE_RANK = 4  # of those, the best by the pre-scan are matched at 64 px, twice as many once a look-alike
 # failed verification (the copied one: first in 98%, among the best four for 3,840 / 3,840 copies of the
 # kept samples, 5th once in 960 more, amid four look-alikes within 0.012 at 32 px; an uncropped original
-# of an indexed crop can pre-scan well below a look-alike, so no cut by pre-scan score)
+# of an indexed crop can pre-scan well below a look-alike, so no cut by pre-scan score: a two-way index
+# ranks the entries a second time for those, see PRE_WIDE)
 COARSE_GATE = 0.62  # 64 px texture match needed for a verification (copies >= 0.7, most distinct <= 0.6)
 EARLY = 0.75  # a texture match this strong is verified before the rest of the shortlist is re-ranked
 # (the copied entry's: >= 0.78 for 99% of copies)
@@ -386,6 +390,10 @@ PLACED_GATE = 0.8  # 64 px correlation after that ECC needed for the SIDE px ref
 PRE = 32  # orientation pre-scan resolution
 PRE_TEMPLATE = 24  # side of an entry's pre-scan template (searched at 9x9 positions in the query's band)
 PRE_SCALE = 1.1
+PRE_WIDE = 1.25  # a two-way index's second pre-scan: the query's band zoomed by this (an entry cropped up
+# to 10% per side from the query is magnified 1-1.25x; the first pre-scan ranked such entries 2nd-35th,
+# below look-alikes, and 45-55 of 120 originals of indexed hard copies were found; 1,200 / 1,200 on ten
+# draws with the wide ranking's best TEXTURE_RANK matched too)
 PRE_NEAR = 0.045  # orientations this close to the pre-scan's best go on to the 64 px match (on 480 copies
 # the true one was always within 0.031; smooth, symmetric moles leave several close)
 
@@ -420,18 +428,30 @@ def _pre_template(gray: np.ndarray) -> np.ndarray:
 class _Probe:
     """A query's texture bands, made once per lookup and matched against many entries: a 32 px pre-scan
     ranks the entries and orientations (the true one is among its best two for ~99% of copies), then the
-    64 px match (:meth:`texture`) runs in those within :data:`PRE_NEAR` of the best only."""
+    64 px match (:meth:`texture`) runs in those within :data:`PRE_NEAR` of the best only. A ``wide``
+    probe also pre-scans its band zoomed by :data:`PRE_WIDE` (entries cropped from the query)."""
 
-    def __init__(self, gray: np.ndarray) -> None:
+    def __init__(self, gray: np.ndarray, wide: bool = False) -> None:
         self.gray = gray
         self._band = _coarse_band(gray)
         self._turned: dict[int, np.ndarray] = {}  # the 64 px band in the orientations matched so far
         # upright only: turning an entry's template back is the same as turning the query (the 9x9
         # positions map onto themselves), and 8x fewer query patches to normalise
-        windows = np.lib.stride_tricks.sliding_window_view(
-            _coarse_band(gray, PRE), (PRE_TEMPLATE, PRE_TEMPLATE)
+        band = _coarse_band(gray, PRE)
+        views = [band]
+        if wide:  # and the band zoomed by PRE_WIDE, its central PRE px: an entry cropped from the query
+            zoomed = cv2.resize(band, (round(PRE * PRE_WIDE),) * 2, interpolation=cv2.INTER_LINEAR)
+            c = (len(zoomed) - PRE) // 2
+            views.append(zoomed[c : c + PRE, c : c + PRE])
+        self.wide = wide
+        patches = np.concatenate(
+            [
+                np.lib.stride_tricks.sliding_window_view(v, (PRE_TEMPLATE, PRE_TEMPLATE)).reshape(
+                    -1, PRE_TEMPLATE * PRE_TEMPLATE
+                )
+                for v in views
+            ]
         )
-        patches = windows.reshape(-1, PRE_TEMPLATE * PRE_TEMPLATE)
         patches = patches - patches.mean(axis=1, keepdims=True)
         patches /= np.sqrt(np.einsum("ij,ij->i", patches, patches))[:, None] + 1e-6
         self.patches = patches
@@ -451,15 +471,20 @@ class _Probe:
             self._fine[k] = orient(self._fine[0], k)
         return self._fine[k]
 
-    def pre_scan(self, templates: list[np.ndarray]) -> np.ndarray:
+    def pre_scan(self, templates: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         """(len(templates), 8): for each entry template (see :func:`_pre_template`) and orientation of the
-        query, the best normalised match over its positions in the query's 32 px band (one product)."""
-        if not templates:
-            return np.zeros((0, 8), np.float32)
+        query, the best normalised match over its positions in the query's 32 px band (one product); and
+        the same over the band zoomed by :data:`PRE_WIDE` for a ``wide`` probe (None otherwise)."""
+        n = len(templates)
+        if not n:
+            return np.zeros((0, 8), np.float32), np.zeros((0, 8), np.float32) if self.wide else None
         t = np.stack(templates, axis=1).astype(np.float32)  # (576, n)
         turned = t.take(_PRE_TURNS.ravel(), axis=0).reshape(8, PRE_TEMPLATE * PRE_TEMPLATE, -1)
         scores = np.matmul(self.patches, turned)  # (8, positions, n): each template turned back 8 ways
-        return scores.max(axis=1).T
+        if not self.wide:
+            return scores.max(axis=1).T, None
+        half = scores.shape[1] // 2
+        return scores[:, :half].max(axis=1).T, scores[:, half:].max(axis=1).T
 
     def _zoom(self, k: int, s: float) -> np.ndarray:
         if (k, s) not in self._zoomed:
@@ -595,8 +620,8 @@ def orientation_scores(a_gray: np.ndarray, b_gray: np.ndarray) -> np.ndarray:
 
 
 def _texture_of(probe: _Probe, b_gray: np.ndarray) -> _Texture:
-    pre = probe.pre_scan([_pre_template(b_gray)])[0]
-    return probe.texture(b_gray, _near_best(pre))
+    pre, wide = probe.pre_scan([_pre_template(b_gray)])
+    return probe.texture(b_gray, _near_best(pre[0] if wide is None else np.maximum(pre[0], wide[0])))
 
 
 def copy_similarity(
@@ -613,7 +638,7 @@ def copy_similarity(
         if not both_ways:
             order = np.argsort(-orientation_scores(a.gray, b.gray))[:2]
             return max(copy_similarity(a, b, int(k)) for k in order)
-        probe = _Probe(a.gray)
+        probe = _Probe(a.gray, wide=True)
         tex = _texture_of(probe, b.gray)
         best = 0.0
         for k in tex.order():
@@ -674,9 +699,13 @@ class FingerprintIndex:
     its central square (``Fingerprint.square``): a model fine-tuned on centre crops (``train-lora``)
     memorises the central square, which the squashed frame does not resemble. Entries are numbered
     (``exclude``, :attr:`Match.index`) and labelled per image; ``owners`` maps rows to entries.
+
+    ``both_ways``: an entry may also be a crop of the query (a run's near-duplicates; a reference index
+    looks for copies cropped from its entries only): a second pre-scan ranking, ~2 ms more per lookup.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, both_ways: bool = False) -> None:
+        self.both_ways = both_ways
         self._n = 0  # rows
         self._rings = np.zeros((0, len(RING_WINDOWS), RING_DIM), np.float32)
         self._proxy = np.zeros((0, RING_DIM), np.float32)  # the ring of window PROXY_WINDOW, contiguous
@@ -696,6 +725,8 @@ class FingerprintIndex:
         pre: np.ndarray | None = None,
         thumbs: np.ndarray | None = None,
         owners: np.ndarray | None = None,
+        *,
+        both_ways: bool = False,
     ) -> FingerprintIndex:
         """An index over stored arrays (e.g. memory-mapped from a cache), one row each; ``labels``: one
         per entry. ``pre``: the rows' pre-scan templates, (n, 576) float16, when they were made ahead;
@@ -719,7 +750,7 @@ class FingerprintIndex:
                 f"owners must number the {len(labels)} labels' rows in order (0, 0, 1, 2, 2, ...), "
                 f"got {owners[:8].tolist()}..."
             )
-        index = cls()
+        index = cls(both_ways=both_ways)
         index._rings, index._grays, index._owners = rings, grays, owners
         index._proxy = np.ascontiguousarray(rings[:, PROXY_WINDOW], dtype=np.float32)
         index._thumbs = (
@@ -876,21 +907,35 @@ class FingerprintIndex:
         listed = self._shortlist_rows(fp, RERANK, exclude)
         if not listed:  # an empty index (no references, a run's first image): nothing to prepare
             return Match(0.0, None)
-        probe = _Probe(fp.gray)
-        pres = probe.pre_scan([self._pre_template(i) for i, _ in listed])
-        scanned = [
-            (float(pre.max()), i, listed_score, pre)
-            for (i, listed_score), pre in zip(listed, pres, strict=True)
+        probe = _Probe(fp.gray, wide=self.both_ways)
+        pres, wides = probe.pre_scan([self._pre_template(i) for i, _ in listed])
+        by_pre = sorted(range(len(listed)), key=lambda j: -float(pres[j].max()))
+        # what to match at 64 px, in order, as (rank by the pre-scan or -1, place in the shortlist,
+        # orientations, first): the pre-scan's best; in a two-way index the best TEXTURE_RANK by the wide
+        # pre-scan (entries cropped from the query), its first as a best entry; the pre-scan's next ones
+        todo = [(0, by_pre[0], _near_best(pres[by_pre[0]]), True)]
+        if wides is not None:
+            by_wide = sorted(range(len(listed)), key=lambda j: -float(wides[j].max()))
+            todo += [
+                (-1, j, _near_best(wides[j]), n == 0)
+                for n, j in enumerate(by_wide[:TEXTURE_RANK])
+                if j != by_pre[0]
+            ]
+        taken = {j for _, j, _, _ in todo}
+        todo += [
+            (rank, j, _near_best(pres[j]), False)
+            for rank, j in enumerate(by_pre[: 2 * TEXTURE_RANK])
+            if j not in taken
         ]
-        scanned.sort(key=lambda t: -t[0])
         ranked = []
         best = Match(0.0, None)
         verified: set[int] = set()
         reach = TEXTURE_RANK
-        for rank, (_, i, listed_score, pre) in enumerate(scanned):
+        for rank, j, near, first in todo:
             if rank >= reach:
                 break
-            tex = probe.texture(self._grays[i], _near_best(pre), first=rank == 0)
+            i, listed_score = listed[j]
+            tex = probe.texture(self._grays[i], near, first=first)
             ranked.append((float(tex.scores.max()), i, listed_score, tex))
             if tex.scores.max() >= EARLY and len(verified) < MAX_CANDIDATES:  # most copies: verified at once
                 verified.add(i)
@@ -942,7 +987,7 @@ class DuplicateScorer(Scorer):
     names = ("duplicate",)
 
     def __init__(self) -> None:
-        self.index = FingerprintIndex()
+        self.index = FingerprintIndex(both_ways=True)
 
     def compute(self, view: ImageView) -> dict[str, float]:
         return {"duplicate": self.index.similarity(fingerprint(view))}

@@ -160,7 +160,7 @@ class RunIndex:
     def __init__(self, actor: str = "local", duplicate_log: DuplicateLogClient | None = None) -> None:
         self.actor = actor
         self._log = duplicate_log
-        self._index = FingerprintIndex()
+        self._index = FingerprintIndex(both_ways=True)
         self._entry_of: dict[str, int] = {}  # sample id -> entry of the replica
         self._excluded: set[int] = set()  # entries withdrawn: never matched
         self._seen = 0
@@ -246,7 +246,7 @@ class RunIndex:
             return
         for sample_id in res.withdrawn:
             self._exclude(sample_id)
-        delta = FingerprintIndex()
+        delta = FingerprintIndex(both_ways=True)
         for e in res.unseen:
             delta.add(e.fingerprint, e.sample_id)
         withdrawn: list[str] = []

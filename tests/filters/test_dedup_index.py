@@ -41,15 +41,24 @@ def _distractor(rng: np.random.Generator, side: int = 128) -> np.ndarray:
 
 def test_pre_scan_equals_turning_the_query(assets):
     """Turning the entries' templates back (one product) scores like turning the query eight ways."""
-    probe = dedup._Probe(fingerprint(assets[0]).gray)
+    probe = dedup._Probe(fingerprint(assets[0]).gray, wide=True)
     templates = [dedup._pre_template(fingerprint(img).gray) for img in assets[:4]]
-    fast = probe.pre_scan(templates)
+    fast = np.maximum(*probe.pre_scan(templates))
+    one_way, none = dedup._Probe(fingerprint(assets[0]).gray).pre_scan(templates)
+    assert none is None
+    np.testing.assert_array_equal(one_way, probe.pre_scan(templates)[0])
     band = dedup._coarse_band(fingerprint(assets[0]).gray, dedup.PRE)
+    # and the band zoomed by PRE_WIDE, its central PRE px (an entry cropped from the query lines up there)
+    wide = cv2.resize(band, (round(dedup.PRE * dedup.PRE_WIDE),) * 2, interpolation=cv2.INTER_LINEAR)
+    c = (len(wide) - dedup.PRE) // 2
     side = dedup.PRE_TEMPLATE
     plain = np.zeros_like(fast)
     for k in range(8):
-        windows = np.lib.stride_tricks.sliding_window_view(orient(band, k), (side, side)).reshape(
-            -1, side * side
+        windows = np.concatenate(
+            [
+                np.lib.stride_tricks.sliding_window_view(orient(b, k), (side, side)).reshape(-1, side * side)
+                for b in (band, wide[c : c + dedup.PRE, c : c + dedup.PRE])
+            ]
         )
         windows = windows - windows.mean(axis=1, keepdims=True)
         windows /= np.linalg.norm(windows, axis=1, keepdims=True) + 1e-6

@@ -90,6 +90,25 @@ def test_duplicates_across_orientations_and_both_crop_directions(assets):
         assert d.score(img) < 0.89
 
 
+def test_originals_of_indexed_crops_are_found(samples_dir):
+    """The other way round, as in a run's near-duplicate check (either image may be a crop of the other):
+    a two-way index holds one hard copy of each of the 120 kept samples (turned, cropped up to 10% per
+    side, resized, colour-shifted, JPEG 75) and every original finds its own copy."""
+    files = iter_image_files(samples_dir)
+    assert len(files) == 120
+    originals = [read_rgb(f) for f in files]
+    rng = np.random.default_rng(11)
+    index = FingerprintIndex(both_ways=True)
+    for n, img in enumerate(originals):
+        index.add(fingerprint(hard_copy(img, rng, n % 8)), files[n].name)
+    missed = []
+    for f, img in zip(files, originals, strict=True):
+        m = index.match(fingerprint(img))
+        if m.similarity <= 0.89 or m.label != f.name:
+            missed.append((f.name, m.label, round(m.similarity, 3)))
+    assert not missed, missed
+
+
 def test_reference_index_is_cached_by_content(ref_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("DERMGEN_CACHE", str(tmp_path / "cache"))
     first = load_reference_index(ref_dir)
