@@ -20,9 +20,10 @@ from dermgen.filters.rule import BOUNDS, FilterConfig, resolve_overrides
 
 __all__ = ["SCORERS_VERSION", "effective_filter", "filter_changes", "reference_sha256"]
 
-SCORERS_VERSION = 3  # the measure of every scorer; bump when a score of the same image changes
+SCORERS_VERSION = 4  # the measure of every scorer; bump when a score of the same image changes
 # (2: copy detection with the 32 px pre-scan, duplicate and memorisation scores moved a little;
-# 3: thumbnail shortlist and verification started from the 64 px placements)
+# 3: thumbnail shortlist and verification started from the 64 px placements; 4: central squares of
+# non-square images, and the duplicate score matched both ways: an original after its crop scores high)
 
 
 def reference_sha256(reference_dir: str | os.PathLike[str] | None) -> str | None:
