@@ -17,8 +17,9 @@ orientation and training augments with flips). A query is compared with an index
    where either image may be the crop of the other) also ranks the entries by the query's band zoomed
    by :data:`PRE_WIDE` (an entry cropped from the query is magnified in it);
 3. texture: the best :data:`TEXTURE_RANK` entries (in a two-way index, by each ranking) are matched at
-   64 px in the orientations the pre-scan left (normalised template matching over a few zooms, each way
-   round), which also places them (zoom and shift); only the best :data:`MAX_CANDIDATES`
+   64 px in the orientations the pre-scan left (normalised template matching over a few zooms: the
+   query's centre in the entry zoomed, and in a two-way index also the entry's centre in the query
+   zoomed), which also places them (zoom and shift); only the best :data:`MAX_CANDIDATES`
    entries with a match >= :data:`COARSE_GATE` go on to step 4 (a match >= :data:`EARLY` at once; if
    that one is no copy, look-alikes crowd the pre-scan and twice as many entries are matched);
 4. verification, in the best orientation (and the second best if it lines up too), from each placement
@@ -495,7 +496,7 @@ class _Probe:
 
     def texture(self, b_gray: np.ndarray, orientations: list[int], first: bool = False) -> _Texture:
         """64 px texture match with entry ``b`` in ``orientations``: the query's centre searched in ``b``
-        zoomed and ``b``'s centre in the query zoomed (``b`` a crop of it), the middle of
+        zoomed and, for a ``wide`` probe, ``b``'s centre in the query zoomed (``b`` a crop of it), the middle of
         :data:`COARSE_SCALES` for each orientation, the other zooms for the best one (the larger ones when
         it reaches :data:`SWEEP_GATE`); the pre-scan's best entry (``first``) at every zoom of
         :data:`FIRST_SCALES`."""
@@ -509,7 +510,7 @@ class _Probe:
             if s not in b_scaled:
                 b_scaled[s] = cv2.resize(b, (round(COARSE * s),) * 2, interpolation=cv2.INTER_LINEAR)
             forward = out.place(k, False, s, b_scaled[s], self.turned(k)[m:-m, m:-m])
-            if s <= 1.0:
+            if s <= 1.0 or not self.wide:  # one way: the query is the crop, searched in the entry
                 return forward
             return max(forward, out.place(k, True, s, self._zoom(k, s), b_centre))
 
@@ -528,8 +529,9 @@ class _Probe:
 @dataclass
 class _Texture:
     """A query's 64 px texture match with one entry: ``scores`` per orientation (-1 where not tried) and,
-    per orientation tried, the best placement each way round (the query's centre in the entry, and the
-    entry's centre in the query) as (score, scale, x, y) at 64 px: the start of the verification."""
+    per orientation tried, the best placement each way round tried (the query's centre in the entry, and,
+    two-way, the entry's centre in the query) as (score, scale, x, y) at 64 px: the start of the
+    verification."""
 
     scores: np.ndarray
     b_gray: np.ndarray
@@ -701,7 +703,8 @@ class FingerprintIndex:
     (``exclude``, :attr:`Match.index`) and labelled per image; ``owners`` maps rows to entries.
 
     ``both_ways``: an entry may also be a crop of the query (a run's near-duplicates; a reference index
-    looks for copies cropped from its entries only): a second pre-scan ranking, ~2 ms more per lookup.
+    looks for copies cropped from its entries only): a second pre-scan ranking and the texture match each
+    way round, ~3 ms more per lookup.
     """
 
     def __init__(self, *, both_ways: bool = False) -> None:
